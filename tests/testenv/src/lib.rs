@@ -1,0 +1,1 @@
+//! Test environment: real kube-apiserver + etcd and a moto server on loopback.
