@@ -1,4 +1,51 @@
-fn main() {
-    eprintln!("tracking-worker: not implemented yet");
-    std::process::exit(1);
+//! `tracking-worker`: configured from the environment (see `tracking_worker::contract::env`),
+//! runs until SIGTERM/SIGINT, drains, prints its totals as one JSON line on stdout.
+
+use tracking_worker::config::{self, Config};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            eprintln!("tracking-worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let sdk = config::sdk_config(&config.settings).await;
+    match tracking_worker::run(config, &sdk, shutdown_signal()).await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,0 +1,100 @@
+//! Settings from the process environment, and the AWS clients built from them.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::contract::{SettingsError, WorkerSettings};
+
+/// Worker-only knob (not part of the operator contract): how long a SIGTERM drain may
+/// take before in-flight retries are abandoned. Kubernetes' default grace period is 30 s.
+pub const DRAIN_SECONDS_ENV: &str = "TRACKING_DRAIN_SECONDS";
+pub const DEFAULT_DRAIN_SECONDS: u64 = 25;
+
+/// Everything [`crate::run`] needs besides the AWS configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: WorkerSettings,
+    pub drain: Duration,
+    /// Identifies this replica in bookkeeping items (the pod name in Kubernetes).
+    pub replica: String,
+}
+
+impl Config {
+    pub fn new(settings: WorkerSettings) -> Self {
+        Self {
+            settings,
+            drain: Duration::from_secs(DEFAULT_DRAIN_SECONDS),
+            replica: replica_name(),
+        }
+    }
+
+    /// Reads and validates the environment; the error names the offending variable.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let settings = WorkerSettings::from_lookup(|k| std::env::var(k).ok())?;
+        let mut config = Self::new(settings);
+        if let Ok(raw) = std::env::var(DRAIN_SECONDS_ENV) {
+            let secs: u64 = raw.trim().parse().map_err(|_| SettingsError::Invalid {
+                var: DRAIN_SECONDS_ENV,
+                value: raw.clone(),
+                reason: "not a whole number".into(),
+            })?;
+            config.drain = Duration::from_secs(secs);
+        }
+        Ok(config)
+    }
+}
+
+fn replica_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
+/// The shared SDK configuration: region and endpoint from the settings when given, else
+/// the SDK's standard chain (which also honours `AWS_ENDPOINT_URL_SQS` and friends).
+pub async fn sdk_config(settings: &WorkerSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint.clone());
+    }
+    loader.load().await
+}
+
+/// The worker does its own retrying (with visibility extension and throttle counting), so
+/// the SDK makes one attempt per call; timeouts bound a backend that hangs instead of refusing.
+pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(timeouts(Duration::from_secs(30)))
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(timeouts(Duration::from_secs(10)))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+pub fn cloudwatch_client(sdk: &SdkConfig) -> aws_sdk_cloudwatch::Client {
+    let conf = aws_sdk_cloudwatch::config::Builder::from(sdk)
+        .timeout_config(timeouts(Duration::from_secs(10)))
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(conf)
+}
+
+fn timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(attempt)
+        .build()
+}

@@ -1,0 +1,131 @@
+//! DynamoDB writes. The audit write is a conditional put on the item key, so a repeat of
+//! an update is detected by DynamoDB itself, atomically, across every replica.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::error::{Error, Result};
+use crate::model::attr;
+
+/// Result of a conditional put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// The key already existed: the update was written before (a duplicate, not an error).
+    AlreadyExists,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Puts `item` unless an item with its key exists.
+    pub async fn put_new(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<PutOutcome> {
+        self.put_if(item, "attribute_not_exists(#pk)", &[], HashMap::new())
+            .await
+    }
+
+    /// Puts `item` if `condition` holds (`#pk` names the partition key; `names` adds more).
+    pub async fn put_if(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<PutOutcome> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#pk", attr::TRACKING_ID);
+        for (placeholder, name) in names {
+            req = req.expression_attribute_names(*placeholder, *name);
+        }
+        if !values.is_empty() {
+            req = req.set_expression_attribute_values(Some(values));
+        }
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => Err(Error::aws("dynamodb.PutItem", e)),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::TRACKING_ID, AttributeValue::S(pk.into()))
+            .key(attr::TIMESTAMP, AttributeValue::S(sk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb.GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Atomically adds `counts` to numeric attributes of the item (pk, sk), creating it.
+    pub async fn add_counts(
+        &self,
+        pk: &str,
+        sk: &str,
+        counts: &[(String, u64)],
+        extra_set: Option<(&str, AttributeValue)>,
+    ) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut adds = Vec::with_capacity(counts.len());
+        for (i, (name, n)) in counts.iter().enumerate() {
+            names.insert(format!("#a{i}"), name.clone());
+            values.insert(format!(":v{i}"), AttributeValue::N(n.to_string()));
+            adds.push(format!("#a{i} :v{i}"));
+        }
+        let mut expr = format!("ADD {}", adds.join(", "));
+        if let Some((name, value)) = extra_set {
+            names.insert("#x".into(), name.to_string());
+            values.insert(":x".into(), value);
+            expr.push_str(" SET #x = if_not_exists(#x, :x)");
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::TRACKING_ID, AttributeValue::S(pk.into()))
+            .key(attr::TIMESTAMP, AttributeValue::S(sk.into()))
+            .update_expression(expr)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb.UpdateItem", e))?;
+        Ok(())
+    }
+}
