@@ -1,0 +1,319 @@
+//! The two customer managed keys: one for both queues (and the alert topic), one for the
+//! table. Found by alias; rotation, key policy, enabled state and tags are kept as desired.
+//! Deletion schedules the key for deletion after the spec's window and removes the alias.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::types::{KeyMetadata, KeyState, Tag};
+use serde_json::Value;
+
+use super::arn::Account;
+use super::desired::Desired;
+use super::error::{api, unexpected};
+use super::policy::{key_policy, same_policy};
+use super::tags::{check_owner, describe, missing_tags};
+use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found};
+
+const SVC: &str = "KMS";
+/// Services that use the SQS key on the account's behalf: CloudWatch publishes alarms to the
+/// topic encrypted with it.
+const QUEUE_KEY_SERVICES: &[&str] = &["cloudwatch.amazonaws.com"];
+
+struct KeyDesired<'a> {
+    alias: &'a str,
+    description: String,
+    policy: Value,
+}
+
+fn desired_keys<'a>(d: &'a Desired, account: &Account) -> [KeyDesired<'a>; 2] {
+    [
+        KeyDesired {
+            alias: &d.names.queue_key_alias,
+            description: format!(
+                "SQS and SNS encryption for TrackingPipeline {}",
+                d.owner.key()
+            ),
+            policy: key_policy(account, QUEUE_KEY_SERVICES),
+        },
+        KeyDesired {
+            alias: &d.names.table_key_alias,
+            description: format!("DynamoDB encryption for TrackingPipeline {}", d.owner.key()),
+            policy: key_policy(account, &[]),
+        },
+    ]
+}
+
+pub(super) async fn ensure(
+    c: &AwsClients,
+    d: &Desired,
+    out: &mut Outputs,
+    report: &mut PartReport,
+) -> Result<()> {
+    let account = c.account().await?.clone();
+    let [queue_key, table_key] = desired_keys(d, &account);
+    let arn = ensure_key(c, d, &queue_key, out.queue_key_arn.as_deref(), report).await?;
+    out.queue_key_arn = Some(arn);
+    let arn = ensure_key(c, d, &table_key, out.table_key_arn.as_deref(), report).await?;
+    out.table_key_arn = Some(arn);
+    Ok(())
+}
+
+async fn describe_key(c: &AwsClients, key_id: &str) -> Result<Option<KeyMetadata>> {
+    let out = found(
+        c.kms
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(api(SVC, "DescribeKey")),
+    )?;
+    Ok(out.and_then(|o| o.key_metadata))
+}
+
+async fn ensure_key(
+    c: &AwsClients,
+    d: &Desired,
+    k: &KeyDesired<'_>,
+    known_arn: Option<&str>,
+    report: &mut PartReport,
+) -> Result<String> {
+    let resource = format!("KMS key {}", k.alias);
+    let mut meta = describe_key(c, k.alias).await?;
+    let alias_missing = meta.is_none();
+    if meta.is_none() {
+        // The alias may have been removed out of band while the key we recorded still exists.
+        if let Some(arn) = known_arn {
+            meta = describe_key(c, arn)
+                .await?
+                .filter(|m| m.key_state() != Some(&KeyState::PendingDeletion));
+        }
+    }
+    let Some(meta) = meta else {
+        let created = c
+            .kms
+            .create_key()
+            .description(&k.description)
+            .policy(k.policy.to_string())
+            .set_tags(Some(kms_tags(&d.tags)?))
+            .send()
+            .await
+            .map_err(api(SVC, "CreateKey"))?;
+        let meta = created
+            .key_metadata
+            .ok_or_else(|| unexpected(SVC, "CreateKey returned no key metadata"))?;
+        c.kms
+            .create_alias()
+            .alias_name(k.alias)
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .map_err(api(SVC, "CreateAlias"))?;
+        if d.keys.rotation {
+            c.kms
+                .enable_key_rotation()
+                .key_id(meta.key_id())
+                .send()
+                .await
+                .map_err(api(SVC, "EnableKeyRotation"))?;
+        }
+        report.created(resource);
+        return arn_of(&meta);
+    };
+
+    let key_id = meta.key_id().to_string();
+    let actual_tags = c
+        .kms
+        .list_resource_tags()
+        .key_id(&key_id)
+        .send()
+        .await
+        .map_err(api(SVC, "ListResourceTags"))?;
+    let actual_tags: BTreeMap<String, String> = actual_tags
+        .tags()
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect();
+    check_owner(&resource, &actual_tags, &d.owner)?;
+
+    let mut repaired = Vec::new();
+    if alias_missing {
+        c.kms
+            .create_alias()
+            .alias_name(k.alias)
+            .target_key_id(&key_id)
+            .send()
+            .await
+            .map_err(api(SVC, "CreateAlias"))?;
+        repaired.push("alias".to_string());
+    }
+    match meta.key_state() {
+        Some(KeyState::PendingDeletion) => {
+            // Our own key scheduled for deletion by an earlier Delete: take it back.
+            c.kms
+                .cancel_key_deletion()
+                .key_id(&key_id)
+                .send()
+                .await
+                .map_err(api(SVC, "CancelKeyDeletion"))?;
+            enable_key(c, &key_id).await?;
+            repaired.push("pending deletion cancelled".into());
+        }
+        Some(KeyState::Disabled) => {
+            enable_key(c, &key_id).await?;
+            repaired.push("Enabled".into());
+        }
+        _ => {}
+    }
+
+    let rotation = c
+        .kms
+        .get_key_rotation_status()
+        .key_id(&key_id)
+        .send()
+        .await
+        .map_err(api(SVC, "GetKeyRotationStatus"))?
+        .key_rotation_enabled();
+    if rotation != d.keys.rotation {
+        if d.keys.rotation {
+            c.kms
+                .enable_key_rotation()
+                .key_id(&key_id)
+                .send()
+                .await
+                .map_err(api(SVC, "EnableKeyRotation"))?;
+        } else {
+            c.kms
+                .disable_key_rotation()
+                .key_id(&key_id)
+                .send()
+                .await
+                .map_err(api(SVC, "DisableKeyRotation"))?;
+        }
+        repaired.push("KeyRotationEnabled".into());
+    }
+
+    let policy = c
+        .kms
+        .get_key_policy()
+        .key_id(&key_id)
+        .policy_name("default")
+        .send()
+        .await
+        .map_err(api(SVC, "GetKeyPolicy"))?;
+    if !policy.policy().is_some_and(|p| same_policy(p, &k.policy)) {
+        c.kms
+            .put_key_policy()
+            .key_id(&key_id)
+            .policy_name("default")
+            .policy(k.policy.to_string())
+            .send()
+            .await
+            .map_err(api(SVC, "PutKeyPolicy"))?;
+        repaired.push("KeyPolicy".into());
+    }
+
+    let missing = missing_tags(&d.tags, &actual_tags);
+    if !missing.is_empty() {
+        c.kms
+            .tag_resource()
+            .key_id(&key_id)
+            .set_tags(Some(kms_tags(&missing)?))
+            .send()
+            .await
+            .map_err(api(SVC, "TagResource"))?;
+        repaired.extend(describe(&missing));
+    }
+    report.repaired(&resource, &repaired);
+    arn_of(&meta)
+}
+
+async fn enable_key(c: &AwsClients, key_id: &str) -> Result<()> {
+    c.kms
+        .enable_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(api(SVC, "EnableKey"))?;
+    Ok(())
+}
+
+fn arn_of(meta: &KeyMetadata) -> Result<String> {
+    meta.arn()
+        .map(str::to_string)
+        .ok_or_else(|| unexpected(SVC, format!("key {} has no ARN", meta.key_id())))
+}
+
+fn kms_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
+    tags.iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .tag_key(k)
+                .tag_value(v)
+                .build()
+                .map_err(|e| unexpected(SVC, e.to_string()))
+        })
+        .collect()
+}
+
+pub(super) async fn delete(
+    c: &AwsClients,
+    d: &Desired,
+    out: &Outputs,
+    report: &mut DeleteReport,
+) -> Result<()> {
+    let keys = [
+        (&d.names.queue_key_alias, out.queue_key_arn.as_deref()),
+        (&d.names.table_key_alias, out.table_key_arn.as_deref()),
+    ];
+    for (alias, known_arn) in keys {
+        let resource = format!("KMS key {alias}");
+        let by_alias = describe_key(c, alias).await?;
+        let meta = match (&by_alias, known_arn) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(arn)) => describe_key(c, arn).await?,
+            (None, None) => None,
+        };
+        let Some(meta) = meta else { continue };
+        let key_id = meta.key_id().to_string();
+        let tags = c
+            .kms
+            .list_resource_tags()
+            .key_id(&key_id)
+            .send()
+            .await
+            .map_err(api(SVC, "ListResourceTags"))?;
+        let tags: BTreeMap<String, String> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+            .collect();
+        if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+            report.retained.push(e.to_string());
+            continue;
+        }
+        if by_alias.is_some() {
+            found(
+                c.kms
+                    .delete_alias()
+                    .alias_name(alias)
+                    .send()
+                    .await
+                    .map_err(api(SVC, "DeleteAlias")),
+            )?;
+        }
+        if meta.key_state() != Some(&KeyState::PendingDeletion) {
+            c.kms
+                .schedule_key_deletion()
+                .key_id(&key_id)
+                .pending_window_in_days(d.keys.deletion_window_days)
+                .send()
+                .await
+                .map_err(api(SVC, "ScheduleKeyDeletion"))?;
+            report.deleted.push(format!(
+                "{resource} (scheduled for deletion in {} days)",
+                d.keys.deletion_window_days
+            ));
+        }
+    }
+    Ok(())
+}

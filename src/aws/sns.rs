@@ -1,0 +1,272 @@
+//! The alert topic "Logistics Tracking Alerts", encrypted with our SQS key (CloudWatch
+//! cannot publish to a topic encrypted with the AWS-managed SNS key), and its e-mail
+//! subscription. A subscription awaiting confirmation is reported, never called ready.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sns::types::{Subscription, Tag};
+
+use super::desired::Desired;
+use super::error::{api, unexpected};
+use super::tags::{check_owner, describe, missing_tags};
+use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
+
+const SVC: &str = "SNS";
+/// What `ListSubscriptionsByTopic` shows instead of an ARN until the address confirms.
+const PENDING: &str = "PendingConfirmation";
+
+pub fn topic_attributes(d: &Desired, key_arn: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("DisplayName".into(), d.alerts.display_name.clone()),
+        ("KmsMasterKeyId".into(), key_arn.into()),
+    ])
+}
+
+/// How a subscription looks from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionState {
+    Confirmed(String),
+    Pending,
+}
+
+fn sns_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
+    tags.iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| unexpected(SVC, e.to_string()))
+        })
+        .collect()
+}
+
+async fn topic_tags(c: &AwsClients, arn: &str) -> Result<BTreeMap<String, String>> {
+    let out = c
+        .sns
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(api(SVC, "ListTagsForResource"))?;
+    Ok(out
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
+}
+
+async fn topic_attributes_of(
+    c: &AwsClients,
+    arn: &str,
+) -> Result<Option<BTreeMap<String, String>>> {
+    let out = found(
+        c.sns
+            .get_topic_attributes()
+            .topic_arn(arn)
+            .send()
+            .await
+            .map_err(api(SVC, "GetTopicAttributes")),
+    )?;
+    Ok(out.map(|o| o.attributes.unwrap_or_default().into_iter().collect()))
+}
+
+pub(super) async fn ensure(
+    c: &AwsClients,
+    d: &Desired,
+    out: &mut Outputs,
+    report: &mut PartReport,
+) -> Result<()> {
+    let key_arn = need(&out.queue_key_arn, "Alerts", "the SQS key ARN")?.to_string();
+    let account = c.account().await?;
+    let arn = account.sns_topic(&d.names.topic);
+    let resource = format!("SNS topic {}", d.names.topic);
+    let desired = topic_attributes(d, &key_arn);
+    match topic_attributes_of(c, &arn).await? {
+        None => {
+            let created = c
+                .sns
+                .create_topic()
+                .name(&d.names.topic)
+                .set_attributes(Some(desired.clone().into_iter().collect()))
+                .set_tags(Some(sns_tags(&d.tags)?))
+                .send()
+                .await
+                .map_err(api(SVC, "CreateTopic"))?;
+            let created_arn = created
+                .topic_arn
+                .ok_or_else(|| unexpected(SVC, "CreateTopic returned no ARN"))?;
+            out.alert_topic_arn = Some(created_arn);
+            report.created(&resource);
+        }
+        Some(actual) => {
+            out.alert_topic_arn = Some(arn.clone());
+            let tags = topic_tags(c, &arn).await?;
+            check_owner(&resource, &tags, &d.owner)?;
+            let mut repaired = Vec::new();
+            for (name, value) in &desired {
+                if actual.get(name) != Some(value) {
+                    // SNS sets one attribute per call.
+                    c.sns
+                        .set_topic_attributes()
+                        .topic_arn(&arn)
+                        .attribute_name(name)
+                        .attribute_value(value)
+                        .send()
+                        .await
+                        .map_err(api(SVC, "SetTopicAttributes"))?;
+                    repaired.push(name.clone());
+                }
+            }
+            let missing = missing_tags(&d.tags, &tags);
+            if !missing.is_empty() {
+                c.sns
+                    .tag_resource()
+                    .resource_arn(&arn)
+                    .set_tags(Some(sns_tags(&missing)?))
+                    .send()
+                    .await
+                    .map_err(api(SVC, "TagResource"))?;
+                repaired.extend(describe(&missing));
+            }
+            report.repaired(&resource, &repaired);
+        }
+    }
+    let topic_arn = need(&out.alert_topic_arn, "Alerts", "the topic ARN")?.to_string();
+    out.subscription_arn = ensure_subscription(c, d, &topic_arn, report).await?;
+    Ok(())
+}
+
+async fn subscriptions(c: &AwsClients, topic_arn: &str) -> Result<Vec<Subscription>> {
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .sns
+            .list_subscriptions_by_topic()
+            .topic_arn(topic_arn)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(api(SVC, "ListSubscriptionsByTopic"))?;
+        all.extend(page.subscriptions().iter().cloned());
+        token = page.next_token;
+        if token.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// Real SNS lists a pending subscription with the ARN `PendingConfirmation`; with
+/// `ReturnSubscriptionArn` or from some emulators we get an ARN and must ask.
+async fn state_of(c: &AwsClients, subscription_arn: &str) -> Result<SubscriptionState> {
+    if subscription_arn == PENDING {
+        return Ok(SubscriptionState::Pending);
+    }
+    let attrs = c
+        .sns
+        .get_subscription_attributes()
+        .subscription_arn(subscription_arn)
+        .send()
+        .await
+        .map_err(api(SVC, "GetSubscriptionAttributes"))?;
+    let pending = attrs
+        .attributes()
+        .and_then(|a| a.get(PENDING))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Ok(if pending {
+        SubscriptionState::Pending
+    } else {
+        SubscriptionState::Confirmed(subscription_arn.to_string())
+    })
+}
+
+/// Returns the confirmed subscription's ARN.
+async fn ensure_subscription(
+    c: &AwsClients,
+    d: &Desired,
+    topic_arn: &str,
+    report: &mut PartReport,
+) -> Result<Option<String>> {
+    let existing = subscriptions(c, topic_arn).await?;
+    let email = d.alerts.email.as_deref();
+    let mut removed = Vec::new();
+    for s in &existing {
+        let stale = s.protocol() == Some("email") && s.endpoint() != email;
+        if let (true, Some(sub_arn)) = (stale, s.subscription_arn()) {
+            // A pending subscription cannot be removed; AWS drops it after three days.
+            if sub_arn != PENDING {
+                c.sns
+                    .unsubscribe()
+                    .subscription_arn(sub_arn)
+                    .send()
+                    .await
+                    .map_err(api(SVC, "Unsubscribe"))?;
+                removed.push(format!(
+                    "subscription {} removed",
+                    s.endpoint().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    report.repaired(&format!("SNS topic {}", d.names.topic), &removed);
+    let Some(email) = email else { return Ok(None) };
+    let current = existing
+        .iter()
+        .find(|s| s.protocol() == Some("email") && s.endpoint() == Some(email));
+    let subscription_arn = match current.and_then(Subscription::subscription_arn) {
+        Some(arn) => arn.to_string(),
+        None => {
+            let created = c
+                .sns
+                .subscribe()
+                .topic_arn(topic_arn)
+                .protocol("email")
+                .endpoint(email)
+                .return_subscription_arn(true)
+                .send()
+                .await
+                .map_err(api(SVC, "Subscribe"))?;
+            report.created(format!("SNS e-mail subscription {email}"));
+            created
+                .subscription_arn
+                .unwrap_or_else(|| PENDING.to_string())
+        }
+    };
+    match state_of(c, &subscription_arn).await? {
+        SubscriptionState::Confirmed(arn) => Ok(Some(arn)),
+        SubscriptionState::Pending => {
+            report.not_ready(
+                "PendingConfirmation",
+                format!("the e-mail subscription of {email} to the alert topic awaits confirmation: open the link AWS sent"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {
+    let arn = c.account().await?.sns_topic(&d.names.topic);
+    let resource = format!("SNS topic {}", d.names.topic);
+    if topic_attributes_of(c, &arn).await?.is_none() {
+        return Ok(());
+    }
+    let Some(tags) = found(topic_tags(c, &arn).await)? else {
+        return Ok(());
+    };
+    if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+        report.retained.push(e.to_string());
+        return Ok(());
+    }
+    // Deleting a topic deletes its subscriptions too.
+    found(
+        c.sns
+            .delete_topic()
+            .topic_arn(&arn)
+            .send()
+            .await
+            .map_err(api(SVC, "DeleteTopic")),
+    )?;
+    report.deleted.push(resource);
+    Ok(())
+}
