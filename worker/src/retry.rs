@@ -85,7 +85,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn transient_errors_are_retried_and_counted() {
         let metrics = Metrics::new();
         let calls = AtomicU32::new(0);
@@ -98,7 +98,7 @@ mod tests {
         assert_eq!((r.throttles, r.dynamodb_calls), (3, 4));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn permanent_errors_and_abandon_stop_the_loop() {
         let metrics = Metrics::new();
         let permanent = || async {
