@@ -14,6 +14,7 @@ use tracking_worker::config::Config;
 use tracking_worker::contract::WorkerSettings;
 use tracking_worker::model::{Parsed, attr, parse};
 
+#[derive(Clone)]
 pub struct Pipeline {
     pub sqs: aws_sdk_sqs::Client,
     pub ddb: aws_sdk_dynamodb::Client,
