@@ -2,7 +2,8 @@
 # Installs the test environment's tools into the cache, each only when missing:
 #   etcd, kube-apiserver, kube-controller-manager  built from the Go module proxy (hack/k8s, hack/etcd)
 #   moto_server                                    moto[server] from PyPI in a virtualenv
-# Usage: hack/tools.sh [kube|moto|all]   (default all)
+#   helm v4, lua5.1                                hack/install-helm.sh, hack/install-lua.sh
+# Usage: hack/tools.sh [kube|moto|extras|all]   (default all)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -69,9 +70,16 @@ moto() {
   touch "$venv/.complete"
 }
 
+extras() {
+  # helm v4 (chart tests) and Lua 5.1 (Argo CD health check tests); each script prints its path.
+  "$root/hack/install-helm.sh" >/dev/null
+  "$root/hack/install-lua.sh" >/dev/null
+}
+
 case "${1:-all}" in
   kube) kube ;;
   moto) moto ;;
-  all) kube; moto ;;
-  *) echo "usage: $0 [kube|moto|all]" >&2; exit 2 ;;
+  extras) extras ;;
+  all) kube; moto; extras ;;
+  *) echo "usage: $0 [kube|moto|extras|all]" >&2; exit 2 ;;
 esac
