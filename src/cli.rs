@@ -1,7 +1,12 @@
-//! Command line: every flag is `long` and readable from the environment, so the Helm chart
+//! Command line: every flag is `long` and also read from the environment, so the Helm chart
 //! can configure the operator either way.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::Period;
 
 /// Reconciles TrackingPipeline resources into AWS and the cluster.
 #[derive(Parser, Debug)]
@@ -15,4 +20,97 @@ pub struct Cli {
 pub enum Command {
     /// Print the TrackingPipeline CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller.
+    Run(Box<RunArgs>),
+}
+
+/// Settings of the controller process.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// AWS region (otherwise the SDK's usual sources: profile, IMDS).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Send every AWS call to this endpoint (moto, LocalStack); also given to the workers.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Worker image for pipelines that do not set spec.worker.image.
+    #[arg(long, env = "TRACKING_WORKER_IMAGE", default_value = concat!("ghcr.io/tracking-operator/tracking-worker:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+
+    /// How often every pipeline is compared with AWS and drift repaired (`30s`, `5m`, `1h`).
+    #[arg(long, env = "TRACKING_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_interval)]
+    pub resync_interval: Duration,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "tracking-operator")]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease and in Events (the Pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// ARN of the cluster's IAM OIDC provider: when set, the operator creates each worker's
+    /// IAM role (IRSA) unless the pipeline names one in spec.worker.roleArn.
+    #[arg(long, env = "OIDC_PROVIDER_ARN")]
+    pub oidc_provider_arn: Option<String>,
+
+    /// Pipelines reconciled at the same time.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Log format: `json` (default) or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+/// `30s`, `5m`, `1h`, `1d`: the same syntax as the spec's periods.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match Period::from(text).seconds() {
+        Some(0) | None => Err(format!(
+            "{text:?} is not a positive interval like 30s, 5m or 1h"
+        )),
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_has_a_default_or_is_optional() {
+        let cli = Cli::try_parse_from(["tracking-operator", "run"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(args.resync_interval, Duration::from_secs(300));
+        assert!(!args.leader_elect);
+        assert_eq!(args.metrics_addr.port(), 8080);
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("5 minutes").is_err());
+    }
 }

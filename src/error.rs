@@ -18,6 +18,14 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// The finalizer wrapper around apply/cleanup (adding/removing the finalizer or a branch).
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    /// This replica lost the leader-election Lease; it must stop reconciling.
+    #[error("lost the leader-election Lease {0}")]
+    LeaseLost(String),
+
     // AWS variants: built and classified in src/aws/error.rs (`aws_code`, `is_retryable`,
     // `is_conflict`, `is_not_found` are implemented there).
     /// An AWS API call failed.
@@ -49,6 +57,26 @@ pub enum Error {
         service: &'static str,
         message: String,
     },
+}
+
+impl Error {
+    /// The `error` label of `controller_runtime_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialization(_) | Error::Yaml(_) => "serialization",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Io(_) => "io",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Error::LeaseLost(_) => "lease",
+            Error::Aws { .. } | Error::AwsUnexpected { .. } | Error::AwsDependency { .. } => "aws",
+            Error::AwsConflict { .. } => "conflict",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,10 @@
 pub mod api;
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod error;
+pub mod http;
+pub mod k8s;
+pub mod metrics;
 
 pub use error::{Error, Result};

@@ -1,20 +1,157 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use tracking_operator::cli::{Cli, Command};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-fn main() -> std::process::ExitCode {
+use aws_config::BehaviorVersion;
+use clap::Parser;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, CustomResourceExt};
+use tracing::{error, info, warn};
+use tracking_operator::api::TrackingPipeline;
+use tracking_operator::aws::{AwsClients, Settings};
+use tracking_operator::cli::{Cli, Command, RunArgs};
+use tracking_operator::controller::{self, Config, Context, leader::LeaseLock};
+use tracking_operator::http::{self, Health};
+use tracking_operator::metrics::Metrics;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => match tracking_operator::api::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
-                std::process::ExitCode::SUCCESS
+                ExitCode::SUCCESS
             }
             Err(err) => {
                 eprintln!("tracking-operator: cannot render the CRD: {err}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         },
+        Command::Run(args) => {
+            init_logging(&args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("tracking-operator: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    error!(error = %err, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,kube_runtime=warn,aws_smithy_runtime=warn,aws_config=warn",
+        )
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "text" {
+        builder.init();
+    } else {
+        // Span fields (namespace, name, reconcile_id) ride along on every line.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+async fn run(args: RunArgs) -> tracking_operator::Result<()> {
+    let client = Client::try_default().await?;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &args.aws_endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    let aws = AwsClients::new(&sdk);
+    let metrics = Arc::new(Metrics::new(aws.calls.clone()));
+    let health = Arc::new(Health::default());
+
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        health.clone(),
+        metrics.clone(),
+    ));
+    info!(addr = %args.metrics_addr, "serving /healthz /readyz /metrics");
+
+    wait_for_crd(&client, &health).await;
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("tracking-operator-{}", std::process::id()));
+    let mut config = Config::new(args.worker_image.clone());
+    config.resync_interval = args.resync_interval;
+    config.region = args.region.clone();
+    config.endpoint_url = args.aws_endpoint_url.clone();
+    config.aws_settings = Settings {
+        oidc_provider_arn: args.oidc_provider_arn.clone(),
+    };
+    config.namespace = args.namespace.clone();
+    config.concurrency = args.concurrency;
+    config.identity = identity.clone();
+    let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
+
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if args.leader_elect {
+        let lock = LeaseLock::new(
+            client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            Duration::from_secs(15),
+        );
+        // A standby replica is healthy and ready: it is waiting for its turn.
+        health
+            .running
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        lock.acquire().await;
+        tokio::select! {
+            () = controller::run(ctx, health, shutdown) => Ok(()),
+            err = lock.keep() => Err(err),
+            res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
+        }
+    } else {
+        tokio::select! {
+            () = controller::run(ctx, health, shutdown) => Ok(()),
+            res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
+        }
+    }
+}
+
+/// `/readyz` stays false until the CRD answers: without it the controller cannot watch.
+async fn wait_for_crd(client: &Client, health: &Health) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = TrackingPipeline::crd_name();
+    loop {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {
+                health
+                    .crd_present
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            Ok(None) => warn!(crd = name, "CRD not installed yet"),
+            Err(err) => warn!(%err, crd = name, "cannot read the CRD"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

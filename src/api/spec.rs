@@ -28,21 +28,9 @@ use super::status::TrackingPipelineStatus;
     category = "tracking",
     status = "TrackingPipelineStatus",
     derive = "PartialEq",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("size(self.environment) >= 1 && size(self.environment) <= 256").message("spec.environment must be 1 to 256 characters (an AWS tag value)").field_path(".environment"))]
 #[x_kube(validation = Rule::new("self.tags.all(k, size(k) >= 1 && size(k) <= 128 && !k.startsWith('aws:') && !k.startsWith('tracking-operator.io/') && k != 'Environment')").message("spec.tags keys must be 1 to 128 characters and must not start with 'aws:' or 'tracking-operator.io/' nor be 'Environment' (use spec.environment)").field_path(".tags"))]

@@ -1,0 +1,295 @@
+//! The TrackingPipeline controller.
+//!
+//! `reconcile` only calls kube's [`finalizer()`] with one apply and one cleanup branch
+//! ([`apply`], [`cleanup`]); the finalizer is in place before the first AWS create. Apply
+//! runs again after `--resync-interval`, which is how AWS drift is found and repaired.
+
+mod apply;
+mod backoff;
+mod cleanup;
+pub mod conditions;
+pub mod leader;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::TrackingPipeline;
+use crate::aws::{self, AwsClients};
+use crate::error::{Error, Result};
+use crate::http::Health;
+use crate::metrics::Metrics;
+
+/// The finalizer that guards AWS cleanup.
+pub const FINALIZER: &str = "tracking-operator.io/cleanup";
+
+/// The reporting controller in Events.
+pub const CONTROLLER_NAME: &str = "tracking-operator";
+
+/// Operator-wide settings, read once at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub worker_image: String,
+    pub resync_interval: Duration,
+    /// Requeue while a part is not ready yet (e.g. an unconfirmed e-mail subscription).
+    pub not_ready_requeue: Duration,
+    pub error_backoff_base: Duration,
+    pub error_backoff_max: Duration,
+    /// Region and endpoint handed to the workers.
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub aws_settings: aws::Settings,
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    pub concurrency: u16,
+    /// This replica's name in Events.
+    pub identity: String,
+}
+
+impl Config {
+    pub fn new(worker_image: impl Into<String>) -> Self {
+        Self {
+            worker_image: worker_image.into(),
+            resync_interval: Duration::from_secs(300),
+            not_ready_requeue: Duration::from_secs(30),
+            error_backoff_base: Duration::from_secs(2),
+            error_backoff_max: Duration::from_secs(300),
+            region: None,
+            endpoint_url: None,
+            aws_settings: aws::Settings::default(),
+            namespace: None,
+            concurrency: 16,
+            identity: CONTROLLER_NAME.into(),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub aws: AwsClients,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failures per pipeline, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        sdk: &SdkConfig,
+        mut config: Config,
+        metrics: Arc<Metrics>,
+        aws: AwsClients,
+    ) -> Self {
+        if config.region.is_none() {
+            config.region = sdk.region().map(|r| r.to_string());
+        }
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(config.identity.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            aws,
+            config,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event on the pipeline; a failure to do so is logged, never fatal.
+    pub(crate) async fn publish(
+        &self,
+        pipeline: &TrackingPipeline,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.chars().take(128).collect(),
+            note: Some(note.chars().take(1024).collect()),
+            action: action.chars().take(128).collect(),
+            secondary: None,
+        };
+        if let Err(err) = self
+            .recorder
+            .publish(&event, &pipeline.object_ref(&()))
+            .await
+        {
+            warn!(%err, reason, "cannot publish Event");
+        }
+    }
+
+    fn key(pipeline: &TrackingPipeline) -> String {
+        format!(
+            "{}/{}",
+            pipeline.namespace().unwrap_or_default(),
+            pipeline.name_any()
+        )
+    }
+
+    pub(crate) fn reset_failures(&self, pipeline: &TrackingPipeline) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(pipeline));
+    }
+
+    fn next_retry(&self, pipeline: &TrackingPipeline) -> Duration {
+        let failures = {
+            let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(Self::key(pipeline)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let jitter = rand::rng().random_range(0.5..1.5);
+        backoff::jittered(
+            failures,
+            self.config.error_backoff_base,
+            self.config.error_backoff_max,
+            jitter,
+        )
+    }
+}
+
+async fn reconcile(pipeline: Arc<TrackingPipeline>, ctx: Arc<Context>) -> Result<Action> {
+    let reconcile_id = format!("{:016x}", rand::rng().random::<u64>());
+    let span = info_span!(
+        "reconcile",
+        namespace = %pipeline.namespace().unwrap_or_default(),
+        name = %pipeline.name_any(),
+        reconcile_id = %reconcile_id,
+    );
+    async move {
+        let _timer = ctx.metrics.reconcile_timer();
+        let namespace = pipeline
+            .namespace()
+            .ok_or_else(|| Error::InvalidSpec("a TrackingPipeline must be namespaced".into()))?;
+        let api: Api<TrackingPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+        let result = finalizer(&api, FINALIZER, pipeline, |event| async {
+            match event {
+                Finalizer::Apply(p) => apply::apply(p, &ctx).await,
+                Finalizer::Cleanup(p) => cleanup::cleanup(p, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        ctx.metrics
+            .reconciled(result.as_ref().err().map(Error::metric_label));
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy(pipeline: Arc<TrackingPipeline>, err: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.next_retry(&pipeline);
+    warn!(
+        namespace = %pipeline.namespace().unwrap_or_default(),
+        name = %pipeline.name_any(),
+        error = %err,
+        retry_in_ms = retry.as_millis() as u64,
+        "reconcile failed"
+    );
+    Action::requeue(retry)
+}
+
+/// What makes a pipeline worth reconciling now: a new generation, a finalizer change or a
+/// deletion, but not our own status writes (the resync timer covers everything else).
+fn spec_or_lifecycle(pipeline: &TrackingPipeline) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    pipeline.metadata.generation.hash(&mut hasher);
+    pipeline.metadata.finalizers.hash(&mut hasher);
+    pipeline
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let namespace = ctx.config.namespace.clone();
+    let ns = namespace.as_deref();
+    let (reader, writer) = reflector::store();
+    let pipelines = watcher(
+        scoped::<TrackingPipeline>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(spec_or_lifecycle, Default::default());
+    let children =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=tracking-operator");
+    let deployments = watcher(scoped::<Deployment>(&client, ns), children.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let config_maps = watcher(scoped::<ConfigMap>(&client, ns), children.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::resource_version, Default::default());
+    let service_accounts = watcher(scoped::<ServiceAccount>(&client, ns), children)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::resource_version, Default::default());
+
+    health.running.store(true, Ordering::Relaxed);
+    info!(namespace = ?namespace, "controller started");
+    Controller::for_stream(pipelines, reader)
+        .owns_stream(deployments)
+        .owns_stream(config_maps)
+        .owns_stream(service_accounts)
+        .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(error = %err, "controller");
+            }
+        })
+        .await;
+    health.running.store(false, Ordering::Relaxed);
+    info!("controller stopped");
+}
