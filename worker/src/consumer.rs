@@ -24,6 +24,8 @@ use crate::worker::Ctx;
 const SQS_BATCH_MAX: usize = 10;
 /// SQS's longest long poll.
 const LONG_POLL_SECONDS: i32 = 20;
+/// How long SIGTERM waits for a receive call already under way.
+const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Names of the message attributes put on a dead-lettered poison message.
 pub mod dlq_attr {
@@ -111,9 +113,17 @@ async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
             }
         };
         let want = (size - batch.messages.len()).min(SQS_BATCH_MAX) as i32;
+        let call = receive(ctx, want, wait);
+        tokio::pin!(call);
         let received = tokio::select! {
-            r = receive(ctx, want, wait) => r,
-            _ = ctx.stop.cancelled() => break,
+            r = &mut call => r,
+            // A receive that is answering right now may already hold messages: give it a
+            // moment, so they are processed now instead of waiting out their visibility
+            // timeout; a long poll on an empty queue is dropped.
+            _ = ctx.stop.cancelled() => match tokio::time::timeout(RECEIVE_GRACE, &mut call).await {
+                Ok(r) => r,
+                Err(_) => break,
+            },
         };
         let messages = match received {
             Ok(m) => m,
