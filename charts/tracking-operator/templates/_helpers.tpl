@@ -63,3 +63,8 @@ app.kubernetes.io/part-of: tracking-operator
 {{- $v }}
 {{- end }}
 {{- end }}
+
+{{/* The leader-election Lease; named so the Role can grant exactly this one. */}}
+{{- define "tracking-operator.leaseName" -}}
+{{- include "tracking-operator.fullname" . | trunc 56 | trimSuffix "-" }}-leader
+{{- end }}
