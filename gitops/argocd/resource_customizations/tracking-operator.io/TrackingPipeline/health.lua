@@ -2,25 +2,40 @@
 --
 -- Follows kstatus so Argo CD, Flux and `helm --wait` agree:
 --   Degraded    Stalled=True, or Ready=False with a reason that retrying will not fix
+--               (a name conflict, an invalid spec, AWS refusing access or the request)
 --   Progressing no status yet, a generation the operator has not observed, Reconciling=True,
 --               Ready=Unknown, or Ready=False with a transient reason (a pending e-mail
---               confirmation, AWS still provisioning, a throttled or unavailable AWS API)
+--               confirmation, AWS still provisioning, a throttled or unreachable AWS API)
 --   Healthy     Ready=True for the current generation
 -- Transient failures must stay Progressing, not Degraded, or sync waves stop on them.
 
--- Reasons on Ready=False that need a person: a spec AWS refuses, a resource owned by someone else,
--- missing permissions. Everything not listed here is retried by the operator.
+-- Reasons on Ready=False that need a person. The operator also sets Stalled=True for these.
 local terminal_reasons = {
-  Stalled = true,
   Conflict = true,
-  NameConflict = true,
-  OwnershipConflict = true,
   InvalidSpec = true,
-  ValidationFailed = true,
-  AccessDenied = true,
-  Forbidden = true,
-  Failed = true,
 }
+
+-- AWS error codes (the operator writes "<part>: <Code>: <detail>" with reason AwsError) that no
+-- retry fixes: missing permissions or credentials, a request AWS refuses, an account limit.
+local terminal_aws_codes = {
+  "AccessDenied", "AccessDeniedException", "AuthorizationError", "AuthorizationErrorException",
+  "UnauthorizedOperation", "UnrecognizedClientException", "InvalidClientTokenId",
+  "KMSAccessDeniedException", "InvalidParameterValue", "InvalidParameterValueException",
+  "InvalidParameterException", "ValidationException", "ValidationError", "LimitExceededException",
+  "LimitExceeded", "OverLimit",
+}
+
+local function terminal_aws_error(c)
+  if c == nil or c.reason ~= "AwsError" or c.message == nil then
+    return false
+  end
+  for _, code in ipairs(terminal_aws_codes) do
+    if string.find(c.message, code .. ":", 1, true) ~= nil then
+      return true
+    end
+  end
+  return false
+end
 
 local function find_condition(conditions, ctype)
   if conditions == nil then
@@ -77,7 +92,7 @@ end
 local ready = find_condition(conditions, "Ready")
 local reconciling = find_condition(conditions, "Reconciling")
 
-if ready ~= nil and ready.status == "False" and terminal_reasons[ready.reason or ""] then
+if ready ~= nil and ready.status == "False" and (terminal_reasons[ready.reason or ""] or terminal_aws_error(ready)) then
   hs.status = "Degraded"
   hs.message = describe(ready, "Not ready")
   return hs
