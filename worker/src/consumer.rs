@@ -60,7 +60,7 @@ pub async fn receive_loop(ctx: Arc<Ctx>, id: u16) {
                 } else {
                     ctx.metrics.record_failure("receive");
                 }
-                if errors % 20 == 0 {
+                if errors.is_multiple_of(20) {
                     tracing::warn!(receiver = id, error = %e, "receive failed; backing off");
                 }
                 tokio::select! {
@@ -239,7 +239,9 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
     }
     delete(ctx, deletes).await;
     ctx.metrics.in_flight.dec_by(messages.len() as i64);
-    ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
 }
 
 async fn handle(ctx: &Ctx, message: &Message) -> Outcome {
@@ -302,7 +304,10 @@ async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outcome {
     let attributes = [
         (dlq_attr::REASON, attr(poison.code())),
         (dlq_attr::DETAIL, attr(&detail)),
-        (dlq_attr::SOURCE_MESSAGE_ID, attr(message.message_id().unwrap_or_default())),
+        (
+            dlq_attr::SOURCE_MESSAGE_ID,
+            attr(message.message_id().unwrap_or_default()),
+        ),
         (dlq_attr::SOURCE_QUEUE, attr(&settings.queue_url)),
     ];
     let sent = with_backoff(&ctx.metrics, &ctx.abandon, "sqs", "SendMessage", || async {
@@ -316,7 +321,9 @@ async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outcome {
                 req = req.message_attributes(*name, v.clone());
             }
         }
-        req.send().await.map_err(|e| Error::aws("sqs.SendMessage", e))
+        req.send()
+            .await
+            .map_err(|e| Error::aws("sqs.SendMessage", e))
     })
     .await;
     match sent {
@@ -359,7 +366,11 @@ async fn return_later(ctx: &Ctx, message: &Message) {
 /// 10 s, 20 s, 40 s, ... capped by the queue's visibility timeout (and SQS's 12 h maximum).
 pub fn retry_delay_seconds(receive_count: u32, visibility_timeout: u32) -> u32 {
     let exp = 10u32.saturating_mul(1u32 << receive_count.saturating_sub(1).min(16));
-    let cap = if visibility_timeout == 0 { 43_200 } else { visibility_timeout.min(43_200) };
+    let cap = if visibility_timeout == 0 {
+        43_200
+    } else {
+        visibility_timeout.min(43_200)
+    };
     exp.min(cap)
 }
 
@@ -376,18 +387,28 @@ async fn delete(ctx: &Ctx, receipts: Vec<String>) {
             let entries: Vec<_> = todo
                 .iter()
                 .filter_map(|(id, r)| {
-                    DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(r).build().ok()
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .receipt_handle(r)
+                        .build()
+                        .ok()
                 })
                 .collect();
-            let out = with_backoff(&ctx.metrics, &ctx.abandon, "sqs", "DeleteMessageBatch", || async {
-                ctx.sqs
-                    .delete_message_batch()
-                    .queue_url(&ctx.config.settings.queue_url)
-                    .set_entries(Some(entries.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| Error::aws("sqs.DeleteMessageBatch", e))
-            })
+            let out = with_backoff(
+                &ctx.metrics,
+                &ctx.abandon,
+                "sqs",
+                "DeleteMessageBatch",
+                || async {
+                    ctx.sqs
+                        .delete_message_batch()
+                        .queue_url(&ctx.config.settings.queue_url)
+                        .set_entries(Some(entries.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| Error::aws("sqs.DeleteMessageBatch", e))
+                },
+            )
             .await;
             let failed = match out {
                 Ok(out) => out.failed,

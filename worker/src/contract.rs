@@ -95,7 +95,10 @@ impl WorkerSettings {
     pub fn to_env(&self) -> BTreeMap<&'static str, String> {
         let mut out = BTreeMap::from([
             (env::QUEUE_URL, self.queue_url.clone()),
-            (env::DEAD_LETTER_QUEUE_URL, self.dead_letter_queue_url.clone()),
+            (
+                env::DEAD_LETTER_QUEUE_URL,
+                self.dead_letter_queue_url.clone(),
+            ),
             (env::TABLE_NAME, self.table_name.clone()),
             (env::PIPELINE, self.pipeline.clone()),
             (env::BATCH_SIZE, self.batch_size.to_string()),
@@ -128,26 +131,27 @@ impl WorkerSettings {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or(SettingsError::Missing(var))
         };
-        let number = |var: &'static str, default: u32, min: u32, max: u32| -> Result<u32, SettingsError> {
-            match lookup(var).filter(|v| !v.trim().is_empty()) {
-                None => Ok(default),
-                Some(raw) => {
-                    let invalid = |reason: String| SettingsError::Invalid {
-                        var,
-                        value: raw.clone(),
-                        reason,
-                    };
-                    let n: u32 = raw
-                        .trim()
-                        .parse()
-                        .map_err(|_| invalid("not a whole number".into()))?;
-                    if n < min || n > max {
-                        return Err(invalid(format!("must be between {min} and {max}")));
+        let number =
+            |var: &'static str, default: u32, min: u32, max: u32| -> Result<u32, SettingsError> {
+                match lookup(var).filter(|v| !v.trim().is_empty()) {
+                    None => Ok(default),
+                    Some(raw) => {
+                        let invalid = |reason: String| SettingsError::Invalid {
+                            var,
+                            value: raw.clone(),
+                            reason,
+                        };
+                        let n: u32 = raw
+                            .trim()
+                            .parse()
+                            .map_err(|_| invalid("not a whole number".into()))?;
+                        if n < min || n > max {
+                            return Err(invalid(format!("must be between {min} and {max}")));
+                        }
+                        Ok(n)
                     }
-                    Ok(n)
                 }
-            }
-        };
+            };
         Ok(Self {
             queue_url: required(env::QUEUE_URL)?,
             dead_letter_queue_url: required(env::DEAD_LETTER_QUEUE_URL)?,

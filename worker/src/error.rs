@@ -122,5 +122,7 @@ pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Err
 
 /// True when the failure is throttling specifically (counted apart from errors).
 pub fn is_throttle_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.contains("Throttl") || c.contains("ThroughputExceeded") || c.contains("LimitExceeded"))
+    code.is_some_and(|c| {
+        c.contains("Throttl") || c.contains("ThroughputExceeded") || c.contains("LimitExceeded")
+    })
 }

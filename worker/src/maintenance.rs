@@ -75,7 +75,10 @@ impl DailyCounters {
     }
 
     fn take(&self) -> BTreeMap<NaiveDate, DayCounts> {
-        self.days.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default()
+        self.days
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
     }
 
     /// Puts back counts that could not be flushed.
@@ -98,7 +101,10 @@ pub fn counter_attributes(counts: &DayCounts) -> Vec<(String, u64)> {
         .iter()
         .map(|(status, n)| (format!("{COUNT_PREFIX}{status}"), *n))
         .collect();
-    for (name, n) in [(COUNT_DUPLICATES, counts.duplicates), (COUNT_DEAD_LETTERED, counts.dead_lettered)] {
+    for (name, n) in [
+        (COUNT_DUPLICATES, counts.duplicates),
+        (COUNT_DEAD_LETTERED, counts.dead_lettered),
+    ] {
         if n > 0 {
             out.push((name.to_string(), n));
         }
@@ -108,7 +114,12 @@ pub fn counter_attributes(counts: &DayCounts) -> Vec<(String, u64)> {
 
 /// Reads a `#STATS` item back into counts.
 pub fn parse_counts(item: &HashMap<String, AttributeValue>) -> DayCounts {
-    let number = |v: &AttributeValue| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let number = |v: &AttributeValue| {
+        v.as_n()
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let mut counts = DayCounts::default();
     for (name, value) in item {
         if let Some(status) = name.strip_prefix(COUNT_PREFIX) {
@@ -131,7 +142,12 @@ pub async fn flush_counters(ctx: &Ctx) {
         // An update expression is limited to 4 KB; 40 counters stay well inside it.
         for chunk in attrs.chunks(40) {
             result = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "UpdateItem", || {
-                ctx.store.add_counts(PK_STATS, &sk, chunk, Some((attr::TTL, ttl_attr(Utc::now(), ttl_days))))
+                ctx.store.add_counts(
+                    PK_STATS,
+                    &sk,
+                    chunk,
+                    Some((attr::TTL, ttl_attr(Utc::now(), ttl_days))),
+                )
             })
             .await;
             if result.is_err() {
@@ -172,7 +188,10 @@ pub async fn run_daily(ctx: &Ctx, request: &MaintenanceRequest, _message: &Messa
     flush_counters(ctx).await;
     if !claim(ctx, run_day, now).await? {
         tracing::info!(%run_day, "maintenance already claimed by another replica");
-        ctx.metrics.maintenance.get_or_create(&result("skipped")).inc();
+        ctx.metrics
+            .maintenance
+            .get_or_create(&result("skipped"))
+            .inc();
         return Ok(());
     }
     let (depth, sampled) = record_dlq(ctx, run_day, now).await?;
@@ -197,12 +216,21 @@ async fn claim(ctx: &Ctx, run_day: NaiveDate, now: DateTime<Utc>) -> Result<bool
         (attr::TIMESTAMP.to_string(), s(run_day.to_string())),
         ("state".to_string(), s("claimed")),
         ("owner".to_string(), s(&ctx.config.replica)),
-        ("claimed_at".to_string(), AttributeValue::N(now.timestamp().to_string())),
-        (attr::TTL.to_string(), ttl_attr(now, ctx.config.settings.ttl_days)),
+        (
+            "claimed_at".to_string(),
+            AttributeValue::N(now.timestamp().to_string()),
+        ),
+        (
+            attr::TTL.to_string(),
+            ttl_attr(now, ctx.config.settings.ttl_days),
+        ),
     ]);
     let values = HashMap::from([
         (":claimed".to_string(), s("claimed")),
-        (":stale".to_string(), AttributeValue::N((now.timestamp() - CLAIM_STALE_SECONDS).to_string())),
+        (
+            ":stale".to_string(),
+            AttributeValue::N((now.timestamp() - CLAIM_STALE_SECONDS).to_string()),
+        ),
     ]);
     let outcome = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
         ctx.store.put_if(
@@ -223,10 +251,14 @@ async fn finish_claim(ctx: &Ctx, run_day: NaiveDate, now: DateTime<Utc>) -> Resu
         ("state".to_string(), s("done")),
         ("owner".to_string(), s(&ctx.config.replica)),
         ("finished_at".to_string(), time(Utc::now())),
-        (attr::TTL.to_string(), ttl_attr(now, ctx.config.settings.ttl_days)),
+        (
+            attr::TTL.to_string(),
+            ttl_attr(now, ctx.config.settings.ttl_days),
+        ),
     ]);
     with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
-        ctx.store.put_if(item.clone(), "attribute_exists(#pk)", &[], HashMap::new())
+        ctx.store
+            .put_if(item.clone(), "attribute_exists(#pk)", &[], HashMap::new())
     })
     .await?;
     Ok(())
@@ -237,15 +269,21 @@ async fn finish_claim(ctx: &Ctx, run_day: NaiveDate, now: DateTime<Utc>) -> Resu
 /// received with a zero visibility timeout so it stays available for inspection and redrive.
 async fn record_dlq(ctx: &Ctx, run_day: NaiveDate, now: DateTime<Utc>) -> Result<(u64, usize)> {
     let dlq = &ctx.config.settings.dead_letter_queue_url;
-    let attrs = with_backoff(&ctx.metrics, &ctx.abandon, "sqs", "GetQueueAttributes", || async {
-        ctx.sqs
-            .get_queue_attributes()
-            .queue_url(dlq)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .map_err(|e| Error::aws("sqs.GetQueueAttributes", e))
-    })
+    let attrs = with_backoff(
+        &ctx.metrics,
+        &ctx.abandon,
+        "sqs",
+        "GetQueueAttributes",
+        || async {
+            ctx.sqs
+                .get_queue_attributes()
+                .queue_url(dlq)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .map_err(|e| Error::aws("sqs.GetQueueAttributes", e))
+        },
+    )
     .await?;
     let depth = attrs
         .attributes()
@@ -255,25 +293,33 @@ async fn record_dlq(ctx: &Ctx, run_day: NaiveDate, now: DateTime<Utc>) -> Result
     if depth == 0 {
         return Ok((0, 0));
     }
-    let sample = with_backoff(&ctx.metrics, &ctx.abandon, "sqs", "ReceiveMessage", || async {
-        ctx.sqs
-            .receive_message()
-            .queue_url(dlq)
-            .max_number_of_messages(DLQ_SAMPLE_SIZE)
-            .visibility_timeout(0)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .map_err(|e| Error::aws("sqs.ReceiveMessage", e))
-    })
+    let sample = with_backoff(
+        &ctx.metrics,
+        &ctx.abandon,
+        "sqs",
+        "ReceiveMessage",
+        || async {
+            ctx.sqs
+                .receive_message()
+                .queue_url(dlq)
+                .max_number_of_messages(DLQ_SAMPLE_SIZE)
+                .visibility_timeout(0)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .map_err(|e| Error::aws("sqs.ReceiveMessage", e))
+        },
+    )
     .await?;
     let messages = sample.messages.unwrap_or_default();
     for m in &messages {
         let item = dlq_item(m, run_day, depth, now, ctx.config.settings.ttl_days);
-        with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || ctx.store.put_new(item.clone()))
-            .await?;
+        with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+            ctx.store.put_new(item.clone())
+        })
+        .await?;
     }
     Ok((depth, messages.len()))
 }
@@ -295,12 +341,25 @@ pub fn dlq_item(
         .unwrap_or("redriven_after_max_receives");
     HashMap::from([
         (attr::TRACKING_ID.to_string(), s(PK_DLQ)),
-        (attr::TIMESTAMP.to_string(), s(format!("{run_day}#{message_id}"))),
+        (
+            attr::TIMESTAMP.to_string(),
+            s(format!("{run_day}#{message_id}")),
+        ),
         (attr::STATUS.to_string(), s(STATUS_DLQ_DETECTED)),
         (attr::MESSAGE_ID.to_string(), s(message_id)),
-        ("body".to_string(), s(if body.is_empty() { "-".to_string() } else { body })),
+        (
+            "body".to_string(),
+            s(if body.is_empty() {
+                "-".to_string()
+            } else {
+                body
+            }),
+        ),
         ("reason".to_string(), s(reason)),
-        ("dlq_depth".to_string(), AttributeValue::N(depth.to_string())),
+        (
+            "dlq_depth".to_string(),
+            AttributeValue::N(depth.to_string()),
+        ),
         (attr::PROCESSED_AT.to_string(), time(now)),
         (attr::TTL.to_string(), ttl_attr(now, ttl_days)),
     ])
@@ -314,12 +373,24 @@ async fn write_summary(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let sk = day.to_string();
-    let stats = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || ctx.store.get(PK_STATS, &sk))
-        .await?;
+    let stats = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || {
+        ctx.store.get(PK_STATS, &sk)
+    })
+    .await?;
     let counts = stats.as_ref().map(parse_counts).unwrap_or_default();
-    let item = summary_item(day, &counts, dlq_depth, dlq_sampled, &ctx.config.replica, now, ctx.config.settings.ttl_days);
-    let outcome = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || ctx.store.put_new(item.clone()))
-        .await?;
+    let item = summary_item(
+        day,
+        &counts,
+        dlq_depth,
+        dlq_sampled,
+        &ctx.config.replica,
+        now,
+        ctx.config.settings.ttl_days,
+    );
+    let outcome = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+        ctx.store.put_new(item.clone())
+    })
+    .await?;
     Ok(outcome == PutOutcome::Written)
 }
 
@@ -334,13 +405,20 @@ pub fn summary_item(
     ttl_days: u32,
 ) -> HashMap<String, AttributeValue> {
     let n = |v: u64| AttributeValue::N(v.to_string());
-    let per_status = counts.statuses.iter().map(|(k, v)| (k.clone(), n(*v))).collect();
+    let per_status = counts
+        .statuses
+        .iter()
+        .map(|(k, v)| (k.clone(), n(*v)))
+        .collect();
     HashMap::from([
         (attr::TRACKING_ID.to_string(), s(PK_SUMMARY)),
         (attr::TIMESTAMP.to_string(), s(day.to_string())),
         (attr::STATUS.to_string(), s(STATUS_DAILY_SUMMARY)),
         ("counts".to_string(), AttributeValue::M(per_status)),
-        ("total_written".to_string(), n(counts.statuses.values().sum())),
+        (
+            "total_written".to_string(),
+            n(counts.statuses.values().sum()),
+        ),
         ("duplicates".to_string(), n(counts.duplicates)),
         ("dead_lettered".to_string(), n(counts.dead_lettered)),
         ("dlq_depth".to_string(), n(dlq_depth)),
@@ -372,10 +450,20 @@ mod tests {
     #[test]
     fn summary_covers_the_day_before_the_schedule() {
         let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
-        let req = MaintenanceRequest { scheduled_time: Some(at("2026-11-21T01:00:00Z")) };
+        let req = MaintenanceRequest {
+            scheduled_time: Some(at("2026-11-21T01:00:00Z")),
+        };
         let (run, summary) = run_days(&req, at("2026-11-25T00:00:00Z"));
-        assert_eq!((run.to_string(), summary.to_string()), ("2026-11-21".into(), "2026-11-20".into()));
-        let (run, _) = run_days(&MaintenanceRequest { scheduled_time: None }, at("2026-11-25T00:00:00Z"));
+        assert_eq!(
+            (run.to_string(), summary.to_string()),
+            ("2026-11-21".into(), "2026-11-20".into())
+        );
+        let (run, _) = run_days(
+            &MaintenanceRequest {
+                scheduled_time: None,
+            },
+            at("2026-11-25T00:00:00Z"),
+        );
         assert_eq!(run.to_string(), "2026-11-25");
     }
 

@@ -1,8 +1,8 @@
 //! Prometheus metrics for `/metrics`, and the CloudWatch metrics the pipeline's alarms watch
 //! (aggregated in memory, published at most once a minute per replica).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
@@ -104,20 +104,52 @@ impl Metrics {
             totals: Totals::default(),
             registry: Registry::default(),
         };
-        registry.register("messages_received", "Messages received from the queue", m.received.clone());
-        registry.register("updates_written", "Updates written to the audit table", m.written.clone());
+        registry.register(
+            "messages_received",
+            "Messages received from the queue",
+            m.received.clone(),
+        );
+        registry.register(
+            "updates_written",
+            "Updates written to the audit table",
+            m.written.clone(),
+        );
         registry.register(
             "duplicates",
             "Updates already in the audit table (redeliveries, producer retries)",
             m.duplicates.clone(),
         );
-        registry.register("failures", "Failed message attempts, by reason", m.failed.clone());
-        registry.register("dead_lettered", "Poison messages sent to the DLQ, by reason", m.dead_lettered.clone());
-        registry.register("throttles", "Throttled or failed backend calls that were retried", m.throttles.clone());
+        registry.register(
+            "failures",
+            "Failed message attempts, by reason",
+            m.failed.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Poison messages sent to the DLQ, by reason",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "throttles",
+            "Throttled or failed backend calls that were retried",
+            m.throttles.clone(),
+        );
         registry.register("aws_calls", "AWS API calls made", m.aws_calls.clone());
-        registry.register("maintenance_runs", "Maintenance messages handled, by result", m.maintenance.clone());
-        registry.register("batch_duration_seconds", "Time to process and delete a batch", m.batch_seconds.clone());
-        registry.register("messages_in_flight", "Messages received and not yet settled", m.in_flight.clone());
+        registry.register(
+            "maintenance_runs",
+            "Maintenance messages handled, by result",
+            m.maintenance.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time to process and delete a batch",
+            m.batch_seconds.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Messages received and not yet settled",
+            m.in_flight.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -130,7 +162,9 @@ impl Metrics {
     }
 
     pub fn call(&self, service: &'static str, operation: &'static str) {
-        self.aws_calls.get_or_create(&CallLabel { service, operation }).inc();
+        self.aws_calls
+            .get_or_create(&CallLabel { service, operation })
+            .inc();
         let total = match service {
             "sqs" => &self.totals.sqs_calls,
             "dynamodb" => &self.totals.dynamodb_calls,
@@ -140,7 +174,9 @@ impl Metrics {
     }
 
     pub fn throttled(&self, service: &'static str, operation: &'static str) {
-        self.throttles.get_or_create(&CallLabel { service, operation }).inc();
+        self.throttles
+            .get_or_create(&CallLabel { service, operation })
+            .inc();
         self.cw.throttles.fetch_add(1, Ordering::Relaxed);
         self.totals.throttles.fetch_add(1, Ordering::Relaxed);
     }
@@ -156,13 +192,21 @@ impl Metrics {
     }
 
     pub fn record_failure(&self, reason: &str) {
-        self.failed.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
         self.cw.errors.fetch_add(1, Ordering::Relaxed);
         self.totals.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_dead_lettered(&self, reason: &str) {
-        self.dead_lettered.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.dead_lettered
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
         self.totals.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -182,9 +226,18 @@ impl Metrics {
 
     fn take_cloudwatch(&self) -> [(&'static str, u64); 3] {
         [
-            (cloudwatch::METRIC_ERRORS, self.cw.errors.swap(0, Ordering::Relaxed)),
-            (cloudwatch::METRIC_THROTTLES, self.cw.throttles.swap(0, Ordering::Relaxed)),
-            (cloudwatch::METRIC_PROCESSED, self.cw.processed.swap(0, Ordering::Relaxed)),
+            (
+                cloudwatch::METRIC_ERRORS,
+                self.cw.errors.swap(0, Ordering::Relaxed),
+            ),
+            (
+                cloudwatch::METRIC_THROTTLES,
+                self.cw.throttles.swap(0, Ordering::Relaxed),
+            ),
+            (
+                cloudwatch::METRIC_PROCESSED,
+                self.cw.processed.swap(0, Ordering::Relaxed),
+            ),
         ]
     }
 
@@ -265,7 +318,10 @@ mod tests {
         assert_eq!(r.dead_lettered, 3);
         assert_eq!(r.failed, 0);
         assert_eq!((r.sqs_calls, r.dynamodb_calls), (1, 2));
-        assert!(m.encode().contains("tracking_worker_dead_lettered_total{reason=\"not_json\"} 2"));
+        assert!(
+            m.encode()
+                .contains("tracking_worker_dead_lettered_total{reason=\"not_json\"} 2")
+        );
     }
 
     #[test]

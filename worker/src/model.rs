@@ -65,8 +65,14 @@ pub enum Poison {
     EmptyTrackingId,
     TrackingIdTooLong(usize),
     ReservedTrackingId,
-    WrongType { field: &'static str, expected: &'static str },
-    FieldTooLong { field: &'static str, len: usize },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+    },
     MissingTimestamp,
     BadTimestamp(String),
     EmptyEventId,
@@ -99,7 +105,10 @@ impl std::fmt::Display for Poison {
             Poison::MissingTrackingId => f.write_str("tracking_id is missing"),
             Poison::EmptyTrackingId => f.write_str("tracking_id is empty"),
             Poison::TrackingIdTooLong(n) => {
-                write!(f, "tracking_id is {n} bytes, more than {MAX_TRACKING_ID_LEN}")
+                write!(
+                    f,
+                    "tracking_id is {n} bytes, more than {MAX_TRACKING_ID_LEN}"
+                )
             }
             Poison::ReservedTrackingId => {
                 write!(f, "tracking_id may not start with {RESERVED_PREFIX:?}")
@@ -225,10 +234,7 @@ impl TrackingUpdate {
             self.location.clone().map_or(Value::Null, Value::String),
             self.carrier.clone().map_or(Value::Null, Value::String),
             canonicalize(&Value::Object(self.details.clone())),
-            Value::String(
-                self.event_time
-                    .to_rfc3339_opts(SecondsFormat::Nanos, true),
-            ),
+            Value::String(self.event_time.to_rfc3339_opts(SecondsFormat::Nanos, true)),
         ]);
         let mut hasher = Sha256::new();
         hasher.update(canonical.to_string().as_bytes());
@@ -248,7 +254,10 @@ impl TrackingUpdate {
             (attr::IDEMPOTENCY_KEY.into(), s(self.idempotency_key())),
             (attr::MESSAGE_ID.into(), s(message_id)),
             (attr::STATUS.into(), s(&self.status)),
-            (attr::DETAILS.into(), AttributeValue::M(json_map_to_attrs(&self.details))),
+            (
+                attr::DETAILS.into(),
+                AttributeValue::M(json_map_to_attrs(&self.details)),
+            ),
             (attr::RECEIVED_AT.into(), s(&self.timestamp_raw)),
             (
                 attr::EVENT_TIME.into(),
@@ -331,7 +340,9 @@ pub fn json_to_attr(v: &Value) -> AttributeValue {
 }
 
 fn json_map_to_attrs(m: &Map<String, Value>) -> HashMap<String, AttributeValue> {
-    m.iter().map(|(k, v)| (k.clone(), json_to_attr(v))).collect()
+    m.iter()
+        .map(|(k, v)| (k.clone(), json_to_attr(v)))
+        .collect()
 }
 
 /// DynamoDB attribute → JSON, for `trackctl history` and tests.
@@ -346,9 +357,11 @@ pub fn attr_to_json(v: &AttributeValue) -> Value {
         AttributeValue::Bool(b) => Value::Bool(*b),
         AttributeValue::Null(_) => Value::Null,
         AttributeValue::L(l) => Value::Array(l.iter().map(attr_to_json).collect()),
-        AttributeValue::M(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), attr_to_json(v))).collect())
-        }
+        AttributeValue::M(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), attr_to_json(v)))
+                .collect(),
+        ),
         AttributeValue::Ss(l) => Value::from(l.clone()),
         AttributeValue::Ns(l) => Value::from(l.clone()),
         _ => Value::Null,
@@ -384,7 +397,11 @@ mod tests {
         assert_eq!(u.status, "IN_TRANSIT");
         assert_eq!(u.location.as_deref(), Some("Leeds"));
         assert_eq!(u.details.len(), 3);
-        assert!(u.sort_key().starts_with("2026-11-20T09:00:00.123Z#sha256:"), "{}", u.sort_key());
+        assert!(
+            u.sort_key().starts_with("2026-11-20T09:00:00.123Z#sha256:"),
+            "{}",
+            u.sort_key()
+        );
     }
 
     #[test]
@@ -406,15 +423,21 @@ mod tests {
 
     #[test]
     fn event_id_wins_over_content() {
-        let a = update(r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":"e1","status":"A"}"#);
-        let b = update(r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":"e1","status":"B"}"#);
+        let a = update(
+            r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":"e1","status":"A"}"#,
+        );
+        let b = update(
+            r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":"e1","status":"B"}"#,
+        );
         assert_eq!(a.sort_key(), "2026-01-01T00:00:00.000Z#id:e1");
         assert_eq!(a.sort_key(), b.sort_key());
     }
 
     #[test]
     fn status_defaults_and_optional_fields_may_be_null() {
-        let u = update(r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","location":null,"details":null}"#);
+        let u = update(
+            r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","location":null,"details":null}"#,
+        );
         assert_eq!(u.status, DEFAULT_STATUS);
         assert_eq!(u.location, None);
         assert!(u.details.is_empty());
@@ -428,17 +451,47 @@ mod tests {
             ("", "not_json"),
             ("[1,2]", "not_an_object"),
             ("\"TRK\"", "not_an_object"),
-            (r#"{"status":"X","timestamp":"2026-01-01T00:00:00Z"}"#, "missing_tracking_id"),
-            (r#"{"tracking_id":"  ","timestamp":"2026-01-01T00:00:00Z"}"#, "empty_tracking_id"),
-            (r#"{"tracking_id":42,"timestamp":"2026-01-01T00:00:00Z"}"#, "wrong_type"),
-            (&format!(r#"{{"tracking_id":"{long}","timestamp":"2026-01-01T00:00:00Z"}}"#), "tracking_id_too_long"),
-            (r##"{"tracking_id":"#SUMMARY","timestamp":"2026-01-01T00:00:00Z"}"##, "reserved_tracking_id"),
-            (r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","details":"x"}"#, "wrong_type"),
-            (r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","status":7}"#, "wrong_type"),
+            (
+                r#"{"status":"X","timestamp":"2026-01-01T00:00:00Z"}"#,
+                "missing_tracking_id",
+            ),
+            (
+                r#"{"tracking_id":"  ","timestamp":"2026-01-01T00:00:00Z"}"#,
+                "empty_tracking_id",
+            ),
+            (
+                r#"{"tracking_id":42,"timestamp":"2026-01-01T00:00:00Z"}"#,
+                "wrong_type",
+            ),
+            (
+                &format!(r#"{{"tracking_id":"{long}","timestamp":"2026-01-01T00:00:00Z"}}"#),
+                "tracking_id_too_long",
+            ),
+            (
+                r##"{"tracking_id":"#SUMMARY","timestamp":"2026-01-01T00:00:00Z"}"##,
+                "reserved_tracking_id",
+            ),
+            (
+                r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","details":"x"}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","status":7}"#,
+                "wrong_type",
+            ),
             (r#"{"tracking_id":"T"}"#, "missing_timestamp"),
-            (r#"{"tracking_id":"T","timestamp":"yesterday"}"#, "bad_timestamp"),
-            (r#"{"tracking_id":"T","timestamp":1700000000}"#, "wrong_type"),
-            (r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":""}"#, "empty_event_id"),
+            (
+                r#"{"tracking_id":"T","timestamp":"yesterday"}"#,
+                "bad_timestamp",
+            ),
+            (
+                r#"{"tracking_id":"T","timestamp":1700000000}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"tracking_id":"T","timestamp":"2026-01-01T00:00:00Z","event_id":""}"#,
+                "empty_event_id",
+            ),
         ];
         for (body, code) in cases {
             assert_eq!(poison(body), code, "body {body:?}");
@@ -452,7 +505,10 @@ mod tests {
         let Ok(Parsed::Maintenance(m)) = parse(&body) else {
             panic!("not maintenance")
         };
-        assert_eq!(m.scheduled_time.map(|t| t.to_rfc3339()), Some("2026-11-21T01:00:00+00:00".into()));
+        assert_eq!(
+            m.scheduled_time.map(|t| t.to_rfc3339()),
+            Some("2026-11-21T01:00:00+00:00".into())
+        );
         let Ok(Parsed::Maintenance(m)) = parse(crate::contract::MAINTENANCE_MESSAGE_BODY) else {
             panic!("not maintenance")
         };
@@ -462,15 +518,29 @@ mod tests {
     #[test]
     fn item_has_the_original_attributes() {
         let u = update(GOOD);
-        let now = DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let item = u.to_item("m-1", now, 90);
         for a in [
-            attr::TRACKING_ID, attr::TIMESTAMP, attr::IDEMPOTENCY_KEY, attr::MESSAGE_ID, attr::STATUS,
-            attr::LOCATION, attr::CARRIER, attr::DETAILS, attr::RECEIVED_AT, attr::PROCESSED_AT, attr::TTL,
+            attr::TRACKING_ID,
+            attr::TIMESTAMP,
+            attr::IDEMPOTENCY_KEY,
+            attr::MESSAGE_ID,
+            attr::STATUS,
+            attr::LOCATION,
+            attr::CARRIER,
+            attr::DETAILS,
+            attr::RECEIVED_AT,
+            attr::PROCESSED_AT,
+            attr::TTL,
         ] {
             assert!(item.contains_key(a), "missing {a}");
         }
-        assert_eq!(item[attr::TTL], AttributeValue::N((now.timestamp() + 90 * 86_400).to_string()));
+        assert_eq!(
+            item[attr::TTL],
+            AttributeValue::N((now.timestamp() + 90 * 86_400).to_string())
+        );
         assert_eq!(item[attr::RECEIVED_AT], s("2026-11-20T10:00:00.123+01:00"));
         let details = attr_to_json(&item[attr::DETAILS]);
         assert_eq!(details["weight_kg"], serde_json::json!(1.5));

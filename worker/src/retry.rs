@@ -44,7 +44,7 @@ where
             Err(e) => return Err(e),
         };
         metrics.throttled(service, operation);
-        if attempt % 20 == 0 {
+        if attempt.is_multiple_of(20) {
             tracing::warn!(service, operation, attempt, error = %err, "backend call failed; retrying");
         }
         tokio::select! {
@@ -89,9 +89,19 @@ mod tests {
     async fn transient_errors_are_retried_and_counted() {
         let metrics = Metrics::new();
         let calls = AtomicU32::new(0);
-        let out = with_backoff(&metrics, &CancellationToken::new(), "dynamodb", "PutItem", || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 3 { Err(transient()) } else { Ok(7) }
-        })
+        let out = with_backoff(
+            &metrics,
+            &CancellationToken::new(),
+            "dynamodb",
+            "PutItem",
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(transient())
+                } else {
+                    Ok(7)
+                }
+            },
+        )
         .await;
         assert_eq!(out.ok(), Some(7));
         let r = metrics.report();
@@ -102,14 +112,29 @@ mod tests {
     async fn permanent_errors_and_abandon_stop_the_loop() {
         let metrics = Metrics::new();
         let permanent = || async {
-            Err::<(), _>(Error::Aws { operation: "p", class: ErrorClass::Permanent, code: None, message: "no".into() })
+            Err::<(), _>(Error::Aws {
+                operation: "p",
+                class: ErrorClass::Permanent,
+                code: None,
+                message: "no".into(),
+            })
         };
-        let out = with_backoff(&metrics, &CancellationToken::new(), "sqs", "SendMessage", permanent).await;
+        let out = with_backoff(
+            &metrics,
+            &CancellationToken::new(),
+            "sqs",
+            "SendMessage",
+            permanent,
+        )
+        .await;
         assert!(out.is_err());
         assert_eq!(metrics.report().throttles, 0);
         let abandon = CancellationToken::new();
         abandon.cancel();
-        let out = with_backoff(&metrics, &abandon, "sqs", "SendMessage", || async { Err::<(), _>(transient()) }).await;
+        let out = with_backoff(&metrics, &abandon, "sqs", "SendMessage", || async {
+            Err::<(), _>(transient())
+        })
+        .await;
         assert!(out.is_err_and(|e| abandoned(&e, &abandon)));
     }
 }

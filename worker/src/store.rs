@@ -31,10 +31,7 @@ impl Store {
     }
 
     /// Puts `item` unless an item with its key exists.
-    pub async fn put_new(
-        &self,
-        item: HashMap<String, AttributeValue>,
-    ) -> Result<PutOutcome> {
+    pub async fn put_new(&self, item: HashMap<String, AttributeValue>) -> Result<PutOutcome> {
         self.put_if(item, "attribute_not_exists(#pk)", &[], HashMap::new())
             .await
     }
@@ -72,11 +69,7 @@ impl Store {
         }
     }
 
-    pub async fn get(
-        &self,
-        pk: &str,
-        sk: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>> {
+    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
         let out = self
             .client
             .get_item()

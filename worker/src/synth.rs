@@ -10,16 +10,36 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-const LIFECYCLE: &[&str] = &["LABEL_CREATED", "PICKED_UP", "IN_TRANSIT", "OUT_FOR_DELIVERY", "DELIVERED"];
+const LIFECYCLE: &[&str] = &[
+    "LABEL_CREATED",
+    "PICKED_UP",
+    "IN_TRANSIT",
+    "OUT_FOR_DELIVERY",
+    "DELIVERED",
+];
 const CARRIERS: &[&str] = &["UPS", "FedEx", "DHL", "USPS", "Royal Mail", "DPD"];
 const LOCATIONS: &[&str] = &[
-    "Memphis, TN", "Louisville, KY", "Leipzig, DE", "East Midlands, GB", "Chicago, IL",
-    "Rotterdam, NL", "Paris CDG, FR", "Dallas, TX", "Toronto, ON", "Madrid, ES",
+    "Memphis, TN",
+    "Louisville, KY",
+    "Leipzig, DE",
+    "East Midlands, GB",
+    "Chicago, IL",
+    "Rotterdam, NL",
+    "Paris CDG, FR",
+    "Dallas, TX",
+    "Toronto, ON",
+    "Madrid, ES",
 ];
 /// Every kind of poison the worker must dead-letter at once.
 pub const POISON_KINDS: &[&str] = &[
-    "not_json", "not_an_object", "missing_tracking_id", "empty_tracking_id", "wrong_type",
-    "tracking_id_too_long", "bad_timestamp", "missing_timestamp",
+    "not_json",
+    "not_an_object",
+    "missing_tracking_id",
+    "empty_tracking_id",
+    "wrong_type",
+    "tracking_id_too_long",
+    "bad_timestamp",
+    "missing_timestamp",
 ];
 
 /// What to generate.
@@ -56,7 +76,10 @@ pub struct Plan {
 
 pub fn plan(spec: &Spec) -> Plan {
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let mut summary = Summary { seed: spec.seed, ..Summary::default() };
+    let mut summary = Summary {
+        seed: spec.seed,
+        ..Summary::default()
+    };
     let shipments = (spec.count / LIFECYCLE.len()).max(1);
     let base = chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
         .map(|t| t.timestamp())
@@ -71,8 +94,11 @@ pub fn plan(spec: &Spec) -> Plan {
             LIFECYCLE[step.min(LIFECYCLE.len() - 1)]
         };
         *summary.by_status.entry(status.to_string()).or_default() += 1;
-        let event_time = chrono::DateTime::from_timestamp(base + (step as i64) * 3_600 + (shipment as i64 % 3_600), (i % 1000) as u32 * 1_000_000)
-            .unwrap_or_default();
+        let event_time = chrono::DateTime::from_timestamp(
+            base + (step as i64) * 3_600 + (shipment as i64 % 3_600),
+            (i % 1000) as u32 * 1_000_000,
+        )
+        .unwrap_or_default();
         let mut update = json!({
             "tracking_id": format!("{}-{shipment:06}", spec.prefix),
             "status": status,
@@ -80,20 +106,31 @@ pub fn plan(spec: &Spec) -> Plan {
             "carrier": CARRIERS[shipment % CARRIERS.len()],
             "details": {
                 "weight_kg": (rng.random_range(1..500) as f64) / 10.0,
-                "service": if shipment % 4 == 0 { "express" } else { "ground" },
+                "service": if shipment.is_multiple_of(4) { "express" } else { "ground" },
                 "scan": {"device": format!("HH-{:04}", rng.random_range(0..10_000)), "seq": step},
             },
             "timestamp": event_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
-        if i % 2 == 0 {
-            update["event_id"] = Value::String(format!("{}-evt-{i:08}-{:08x}", spec.prefix, rng.random::<u32>()));
+        if i.is_multiple_of(2) {
+            update["event_id"] = Value::String(format!(
+                "{}-evt-{i:08}-{:08x}",
+                spec.prefix,
+                rng.random::<u32>()
+            ));
         }
         distinct.push(update);
     }
     let mut bodies: Vec<String> = distinct.iter().map(Value::to_string).collect();
     let dups = ((spec.count as f64) * spec.duplicate_percent / 100.0).round() as usize;
-    for (n, update) in distinct.choose_multiple(&mut rng, dups.min(spec.count)).enumerate() {
-        bodies.push(if n % 2 == 0 { update.to_string() } else { producer_retry(update) });
+    for (n, update) in distinct
+        .choose_multiple(&mut rng, dups.min(spec.count))
+        .enumerate()
+    {
+        bodies.push(if n.is_multiple_of(2) {
+            update.to_string()
+        } else {
+            producer_retry(update)
+        });
     }
     summary.duplicates = dups.min(spec.count);
     let poison = ((spec.count as f64) * spec.poison_percent / 100.0).round() as usize;
@@ -106,7 +143,11 @@ pub fn plan(spec: &Spec) -> Plan {
     bodies.shuffle(&mut rng);
     summary.messages = bodies.len();
     summary.distinct_updates = spec.count;
-    Plan { bodies, distinct: distinct.iter().map(Value::to_string).collect(), summary }
+    Plan {
+        bodies,
+        distinct: distinct.iter().map(Value::to_string).collect(),
+        summary,
+    }
 }
 
 /// The same update as a producer would re-send it: other field order, the time in another
@@ -126,7 +167,11 @@ fn producer_retry(update: &Value) -> String {
                     .map(|t| Value::String(t.with_timezone(&zone).to_rfc3339())),
                 _ => None,
             };
-            format!("{}:{}", Value::String(k.clone()), respelled.as_ref().unwrap_or(v))
+            format!(
+                "{}:{}",
+                Value::String(k.clone()),
+                respelled.as_ref().unwrap_or(v)
+            )
         })
         .collect();
     fields.rotate_left(1);
@@ -138,13 +183,23 @@ pub fn poison_body(kind: &str, prefix: &str, n: usize) -> String {
     match kind {
         "not_json" => format!("tracking {prefix}-{n} delivered (not JSON)"),
         "not_an_object" => format!("[\"{prefix}-{n}\",\"DELIVERED\"]"),
-        "missing_tracking_id" => json!({"status": "DELIVERED", "timestamp": ts, "n": n}).to_string(),
-        "empty_tracking_id" => json!({"tracking_id": "", "status": "DELIVERED", "timestamp": ts, "n": n}).to_string(),
-        "wrong_type" => json!({"tracking_id": n, "status": "DELIVERED", "timestamp": ts}).to_string(),
-        "tracking_id_too_long" => {
-            json!({"tracking_id": format!("{prefix}-{n}-{}", "X".repeat(200)), "timestamp": ts}).to_string()
+        "missing_tracking_id" => {
+            json!({"status": "DELIVERED", "timestamp": ts, "n": n}).to_string()
         }
-        "bad_timestamp" => json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": "yesterday noon"}).to_string(),
+        "empty_tracking_id" => {
+            json!({"tracking_id": "", "status": "DELIVERED", "timestamp": ts, "n": n}).to_string()
+        }
+        "wrong_type" => {
+            json!({"tracking_id": n, "status": "DELIVERED", "timestamp": ts}).to_string()
+        }
+        "tracking_id_too_long" => {
+            json!({"tracking_id": format!("{prefix}-{n}-{}", "X".repeat(200)), "timestamp": ts})
+                .to_string()
+        }
+        "bad_timestamp" => {
+            json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": "yesterday noon"})
+                .to_string()
+        }
         _ => json!({"tracking_id": format!("{prefix}-P{n}"), "status": "DELIVERED"}).to_string(),
     }
 }
@@ -164,22 +219,46 @@ mod tests {
 
     #[test]
     fn plan_has_the_promised_mix_and_keys() {
-        let spec = Spec { count: 1000, duplicate_percent: 10.0, poison_percent: 2.0, seed: 7, prefix: "T".into() };
+        let spec = Spec {
+            count: 1000,
+            duplicate_percent: 10.0,
+            poison_percent: 2.0,
+            seed: 7,
+            prefix: "T".into(),
+        };
         let p = plan(&spec);
         assert_eq!(p.bodies.len(), 1000 + 100 + 20);
         let distinct: BTreeSet<_> = p.distinct.iter().filter_map(|b| key(b)).collect();
-        assert_eq!(distinct.len(), 1000, "distinct updates must have distinct keys");
+        assert_eq!(
+            distinct.len(),
+            1000,
+            "distinct updates must have distinct keys"
+        );
         let sent: BTreeSet<_> = p.bodies.iter().filter_map(|b| key(b)).collect();
-        assert_eq!(sent, distinct, "duplicates and producer retries must map to existing keys");
+        assert_eq!(
+            sent, distinct,
+            "duplicates and producer retries must map to existing keys"
+        );
         let poison = p.bodies.iter().filter(|b| parse(b).is_err()).count();
         assert_eq!(poison, 20);
-        let codes: BTreeSet<_> = p.bodies.iter().filter_map(|b| parse(b).err()).map(|e| e.code()).collect();
+        let codes: BTreeSet<_> = p
+            .bodies
+            .iter()
+            .filter_map(|b| parse(b).err())
+            .map(|e| e.code())
+            .collect();
         assert_eq!(codes.len(), POISON_KINDS.len(), "{codes:?}");
     }
 
     #[test]
     fn same_seed_same_plan() {
-        let spec = Spec { count: 50, duplicate_percent: 5.0, poison_percent: 0.5, seed: 1, prefix: "T".into() };
+        let spec = Spec {
+            count: 50,
+            duplicate_percent: 5.0,
+            poison_percent: 0.5,
+            seed: 1,
+            prefix: "T".into(),
+        };
         assert_eq!(plan(&spec).bodies, plan(&spec).bodies);
     }
 }

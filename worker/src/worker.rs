@@ -45,7 +45,10 @@ impl Worker {
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Ctx {
             sqs: config::sqs_client(sdk),
-            store: Store::new(config::dynamodb_client(sdk), config.settings.table_name.clone()),
+            store: Store::new(
+                config::dynamodb_client(sdk),
+                config.settings.table_name.clone(),
+            ),
             metrics: metrics.clone(),
             counters: DailyCounters::default(),
             stop: CancellationToken::new(),
@@ -59,7 +62,10 @@ impl Worker {
         let addr = ctx.config.settings.metrics_addr.clone();
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|source| Error::Http { addr: addr.clone(), source })?;
+            .map_err(|source| Error::Http {
+                addr: addr.clone(),
+                source,
+            })?;
         let http_addr = listener
             .local_addr()
             .map_err(|source| Error::Http { addr, source })?;
@@ -94,7 +100,14 @@ impl Worker {
             %http_addr,
             "worker started"
         );
-        Ok(Self { ctx, receivers, background, background_stop, ready, http_addr })
+        Ok(Self {
+            ctx,
+            receivers,
+            background,
+            background_stop,
+            ready,
+            http_addr,
+        })
     }
 
     /// Totals so far.

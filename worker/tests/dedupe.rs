@@ -12,10 +12,18 @@ use tracking_worker::synth::{Spec, plan};
 async fn thousand_updates_with_duplicates_are_written_once_each() {
     let p = common::pipeline("dedupe", 30).await;
     let moto = testenv::moto();
-    let plan = plan(&Spec { count: 1000, duplicate_percent: 10.0, poison_percent: 0.0, seed: 42, prefix: "DD".into() });
+    let plan = plan(&Spec {
+        count: 1000,
+        duplicate_percent: 10.0,
+        poison_percent: 0.0,
+        seed: 42,
+        prefix: "DD".into(),
+    });
     assert_eq!(plan.bodies.len(), 1100);
 
-    let worker = Worker::start(p.config(&moto.endpoint()), &moto.sdk_config().await).await.expect("worker starts");
+    let worker = Worker::start(p.config(&moto.endpoint()), &moto.sdk_config().await)
+        .await
+        .expect("worker starts");
     p.send_paced(&plan.bodies, 50).await;
     common::wait_for("all messages settled", Duration::from_secs(600), || async {
         let r = worker.report();
@@ -27,7 +35,11 @@ async fn thousand_updates_with_duplicates_are_written_once_each() {
     assert_eq!(report.written, 1000, "{report:?}");
     // Every repeat is counted; SQS (and moto) may add redeliveries of its own on top of ours.
     assert!(report.duplicates >= 100, "{report:?}");
-    assert_eq!(report.received, report.written + report.duplicates, "{report:?}");
+    assert_eq!(
+        report.received,
+        report.written + report.duplicates,
+        "{report:?}"
+    );
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     let keys = p.update_keys().await;
     assert_eq!(keys.len(), 1000, "one item per distinct update");

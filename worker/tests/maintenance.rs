@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration as Days, Utc};
 use tracking_worker::Worker;
 use tracking_worker::contract::MAINTENANCE_MESSAGE_BODY;
-use tracking_worker::maintenance::{PK_CLAIM, PK_DLQ, PK_STATS, PK_SUMMARY, STATUS_DLQ_DETECTED, parse_counts};
+use tracking_worker::maintenance::{
+    PK_CLAIM, PK_DLQ, PK_STATS, PK_SUMMARY, STATUS_DLQ_DETECTED, parse_counts,
+};
 use tracking_worker::model::attr;
 use tracking_worker::synth::{Spec, plan};
 
@@ -19,12 +21,19 @@ fn pk_items<'a>(
 ) -> Vec<&'a std::collections::HashMap<String, AttributeValue>> {
     items
         .iter()
-        .filter(|i| i.get(attr::TRACKING_ID).and_then(|v| v.as_s().ok()).is_some_and(|s| s == pk))
+        .filter(|i| {
+            i.get(attr::TRACKING_ID)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|s| s == pk)
+        })
         .collect()
 }
 
 fn n(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> u64 {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,14 +41,30 @@ async fn maintenance_to_two_replicas_writes_one_summary() {
     let p = common::pipeline("maint", 30).await;
     let moto = testenv::moto();
     let sdk = moto.sdk_config().await;
-    let plan = plan(&Spec { count: 60, duplicate_percent: 10.0, poison_percent: 5.0, seed: 11, prefix: "MT".into() });
+    let plan = plan(&Spec {
+        count: 60,
+        duplicate_percent: 10.0,
+        poison_percent: 5.0,
+        seed: 11,
+        prefix: "MT".into(),
+    });
     let total = plan.bodies.len() as u64;
-    let a = Worker::start(p.config(&moto.endpoint()), &sdk).await.expect("worker a");
-    let b = Worker::start(p.config(&moto.endpoint()), &sdk).await.expect("worker b");
+    let a = Worker::start(p.config(&moto.endpoint()), &sdk)
+        .await
+        .expect("worker a");
+    let b = Worker::start(p.config(&moto.endpoint()), &sdk)
+        .await
+        .expect("worker b");
     p.send_paced(&plan.bodies, 50).await;
     common::wait_for("updates settled", Duration::from_secs(300), || async {
         let (ra, rb) = (a.report(), b.report());
-        ra.written + ra.duplicates + ra.dead_lettered + rb.written + rb.duplicates + rb.dead_lettered >= total
+        ra.written
+            + ra.duplicates
+            + ra.dead_lettered
+            + rb.written
+            + rb.duplicates
+            + rb.dead_lettered
+            >= total
     })
     .await;
     // Both replicas flush their day counters within seconds; the real schedule runs an hour
@@ -49,7 +74,11 @@ async fn maintenance_to_two_replicas_writes_one_summary() {
         let items = p.items().await;
         pk_items(&items, PK_STATS)
             .iter()
-            .find(|i| i.get(attr::TIMESTAMP).and_then(|v| v.as_s().ok()).is_some_and(|s| *s == today))
+            .find(|i| {
+                i.get(attr::TIMESTAMP)
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|s| *s == today)
+            })
             .map(|i| parse_counts(i))
             .is_some_and(|c| c.statuses.values().sum::<u64>() == 60 && c.dead_lettered == 3)
     })
@@ -57,7 +86,10 @@ async fn maintenance_to_two_replicas_writes_one_summary() {
 
     // The schedule fires "tomorrow" at 01:00, so the summary covers today. Delivered twice.
     let tomorrow = (Utc::now() + Days::days(1)).date_naive();
-    let body = MAINTENANCE_MESSAGE_BODY.replace("<aws.scheduler.scheduled-time>", &format!("{tomorrow}T01:00:00Z"));
+    let body = MAINTENANCE_MESSAGE_BODY.replace(
+        "<aws.scheduler.scheduled-time>",
+        &format!("{tomorrow}T01:00:00Z"),
+    );
     p.send_paced(&[body.clone(), body], 50).await;
     common::wait_for("maintenance settled", Duration::from_secs(120), || async {
         p.depth().await == (0, 0) && {
@@ -71,29 +103,66 @@ async fn maintenance_to_two_replicas_writes_one_summary() {
     a.shutdown().await;
     b.shutdown().await;
 
-    assert_eq!(sum_metric(&text, "tracking_worker_maintenance_runs_total{result=\"ran\"}"), 1, "{text}");
-    assert_eq!(sum_metric(&text, "tracking_worker_maintenance_runs_total{result=\"skipped\"}"), 1, "{text}");
+    assert_eq!(
+        sum_metric(
+            &text,
+            "tracking_worker_maintenance_runs_total{result=\"ran\"}"
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sum_metric(
+            &text,
+            "tracking_worker_maintenance_runs_total{result=\"skipped\"}"
+        ),
+        1,
+        "{text}"
+    );
     let items = p.items().await;
     let summaries = pk_items(&items, PK_SUMMARY);
     assert_eq!(summaries.len(), 1, "one summary: {summaries:?}");
     let summary = summaries[0];
-    assert_eq!(summary.get(attr::TIMESTAMP).and_then(|v| v.as_s().ok()), Some(&today));
+    assert_eq!(
+        summary.get(attr::TIMESTAMP).and_then(|v| v.as_s().ok()),
+        Some(&today)
+    );
     assert_eq!(n(summary, "total_written"), 60);
     assert_eq!(n(summary, "dead_lettered"), 3);
     assert!(n(summary, "duplicates") >= 6);
     assert_eq!(n(summary, "dlq_depth"), 3);
-    let counts = summary.get("counts").and_then(|v| v.as_m().ok()).expect("counts map");
-    let per_status: u64 = counts.values().filter_map(|v| v.as_n().ok()?.parse::<u64>().ok()).sum();
+    let counts = summary
+        .get("counts")
+        .and_then(|v| v.as_m().ok())
+        .expect("counts map");
+    let per_status: u64 = counts
+        .values()
+        .filter_map(|v| v.as_n().ok()?.parse::<u64>().ok())
+        .sum();
     assert_eq!(per_status, 60);
     for (status, expected) in &plan.summary.by_status {
-        assert_eq!(counts.get(status).and_then(|v| v.as_n().ok()), Some(&expected.to_string()), "{status}");
+        assert_eq!(
+            counts.get(status).and_then(|v| v.as_n().ok()),
+            Some(&expected.to_string()),
+            "{status}"
+        );
     }
     let dlq = pk_items(&items, PK_DLQ);
     assert_eq!(dlq.len(), 3, "one DLQ_DETECTED item per DLQ message");
-    assert!(dlq.iter().all(|i| i.get(attr::STATUS).and_then(|v| v.as_s().ok()).is_some_and(|s| s == STATUS_DLQ_DETECTED)));
+    assert!(dlq.iter().all(|i| {
+        i.get(attr::STATUS)
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|s| s == STATUS_DLQ_DETECTED)
+    }));
     let claims = pk_items(&items, PK_CLAIM);
     assert_eq!(claims.len(), 1);
-    assert_eq!(claims[0].get("state").and_then(|v| v.as_s().ok()).map(String::as_str), Some("done"));
+    assert_eq!(
+        claims[0]
+            .get("state")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("done")
+    );
 }
 
 /// Sums every sample line starting with `prefix` in Prometheus text.

@@ -13,19 +13,31 @@ async fn outage_delays_but_never_dead_letters_or_duplicates() {
     let p = common::pipeline("outage", 30).await;
     let moto = testenv::moto();
     let proxy = testenv::FlakyProxy::start(&moto.endpoint());
-    let plan = plan(&Spec { count: 400, duplicate_percent: 5.0, poison_percent: 0.0, seed: 9, prefix: "OU".into() });
+    let plan = plan(&Spec {
+        count: 400,
+        duplicate_percent: 5.0,
+        poison_percent: 0.0,
+        seed: 9,
+        prefix: "OU".into(),
+    });
     let total = plan.bodies.len() as u64;
 
     // The worker talks to moto through the proxy; the test talks to moto directly.
-    let worker = Worker::start(p.config(&proxy.endpoint()), &testenv::sdk_config_for(&proxy.endpoint()).await)
-        .await
-        .expect("worker starts");
+    let worker = Worker::start(
+        p.config(&proxy.endpoint()),
+        &testenv::sdk_config_for(&proxy.endpoint()).await,
+    )
+    .await
+    .expect("worker starts");
     let sender = {
         let bodies = plan.bodies.clone();
         let p = p.clone();
         tokio::spawn(async move { p.send_paced(&bodies, 50).await })
     };
-    common::wait_for("a quarter written", Duration::from_secs(300), || async { worker.report().written >= 100 }).await;
+    common::wait_for("a quarter written", Duration::from_secs(300), || async {
+        worker.report().written >= 100
+    })
+    .await;
     proxy.set_down(true);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = worker.report();
@@ -38,12 +50,18 @@ async fn outage_delays_but_never_dead_letters_or_duplicates() {
     .await;
     let report = worker.shutdown().await;
 
-    assert!(during.throttles > 0, "the outage was seen and retried: {during:?}");
+    assert!(
+        during.throttles > 0,
+        "the outage was seen and retried: {during:?}"
+    );
     assert_eq!(report.written, 400, "{report:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     let keys = p.update_keys().await;
     assert_eq!(keys.len(), 400, "exactly once");
-    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), common::expected_keys(&plan.distinct));
+    assert_eq!(
+        keys.into_iter().collect::<BTreeSet<_>>(),
+        common::expected_keys(&plan.distinct)
+    );
     assert_eq!(p.dlq_depth().await, (0, 0), "no valid update in the DLQ");
     assert_eq!(p.depth().await, (0, 0));
 }

@@ -13,7 +13,13 @@ use tracking_worker::synth::{POISON_KINDS, Spec, plan, poison_body};
 async fn every_kind_of_poison_is_dead_lettered_at_once_with_its_reason() {
     let p = common::pipeline("poison", 30).await;
     let moto = testenv::moto();
-    let valid = plan(&Spec { count: 40, duplicate_percent: 0.0, poison_percent: 0.0, seed: 3, prefix: "PZ".into() });
+    let valid = plan(&Spec {
+        count: 40,
+        duplicate_percent: 0.0,
+        poison_percent: 0.0,
+        seed: 3,
+        prefix: "PZ".into(),
+    });
     let mut bodies = valid.bodies.clone();
     let mut expected: BTreeMap<String, String> = BTreeMap::new(); // body -> reason
     for (n, kind) in POISON_KINDS.iter().enumerate() {
@@ -23,14 +29,22 @@ async fn every_kind_of_poison_is_dead_lettered_at_once_with_its_reason() {
     }
     // A reserved key and a body with unbalanced braces, beyond the generator's kinds.
     for (body, reason) in [
-        (r##"{"tracking_id":"#SUMMARY","timestamp":"2026-11-20T00:00:00Z"}"##, "reserved_tracking_id"),
-        (r#"{"tracking_id":"X","timestamp":"2026-11-20T00:00:00Z""#, "not_json"),
+        (
+            r##"{"tracking_id":"#SUMMARY","timestamp":"2026-11-20T00:00:00Z"}"##,
+            "reserved_tracking_id",
+        ),
+        (
+            r#"{"tracking_id":"X","timestamp":"2026-11-20T00:00:00Z""#,
+            "not_json",
+        ),
     ] {
         expected.insert(body.to_string(), reason.to_string());
         bodies.push(body.to_string());
     }
 
-    let worker = Worker::start(p.config(&moto.endpoint()), &moto.sdk_config().await).await.expect("worker starts");
+    let worker = Worker::start(p.config(&moto.endpoint()), &moto.sdk_config().await)
+        .await
+        .expect("worker starts");
     p.send_paced(&bodies, 50).await;
     common::wait_for("all messages settled", Duration::from_secs(300), || async {
         let r = worker.report();
@@ -42,9 +56,17 @@ async fn every_kind_of_poison_is_dead_lettered_at_once_with_its_reason() {
     assert_eq!(report.written, 40, "valid updates unaffected: {report:?}");
     assert_eq!(report.dead_lettered, expected.len() as u64, "{report:?}");
     assert_eq!(report.failed, 0, "poison is never retried: {report:?}");
-    assert_eq!(report.received, bodies.len() as u64, "each poison message was received once: {report:?}");
+    assert_eq!(
+        report.received,
+        bodies.len() as u64,
+        "each poison message was received once: {report:?}"
+    );
     assert_eq!(p.update_keys().await.len(), 40);
-    assert_eq!(p.depth().await, (0, 0), "poison deleted from the main queue");
+    assert_eq!(
+        p.depth().await,
+        (0, 0),
+        "poison deleted from the main queue"
+    );
 
     let dlq = p.drain_dlq(expected.len()).await;
     let got: BTreeMap<String, String> = dlq
@@ -57,11 +79,15 @@ async fn every_kind_of_poison_is_dead_lettered_at_once_with_its_reason() {
                 .unwrap_or("none")
                 .to_string();
             assert!(
-                m.message_attributes().is_some_and(|a| a.contains_key(dlq_attr::DETAIL)),
+                m.message_attributes()
+                    .is_some_and(|a| a.contains_key(dlq_attr::DETAIL)),
                 "detail attribute present"
             );
             (m.body().unwrap_or_default().to_string(), reason)
         })
         .collect();
-    assert_eq!(got, expected, "the original body with its reason, each once");
+    assert_eq!(
+        got, expected,
+        "the original body with its reason, each once"
+    );
 }

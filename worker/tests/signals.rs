@@ -73,8 +73,14 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStat
 
 fn report(child: &mut Child) -> Report {
     let mut out = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("report {out:?}: {e}"));
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("report {out:?}: {e}"));
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
     Report {
         received: n("received"),
@@ -96,24 +102,44 @@ async fn finish_with_new_worker(p: &common::Pipeline, expected: usize) -> Report
         p.depth().await == (0, 0) && p.update_keys().await.len() >= expected
     })
     .await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(wait_exit(&mut child, Duration::from_secs(40)).await.success());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(40))
+            .await
+            .success()
+    );
     report(&mut child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_batch_drains_cleanly() {
     let p = common::pipeline("term", 60).await;
-    let plan = plan(&Spec { count: 200, duplicate_percent: 0.0, poison_percent: 0.0, seed: 21, prefix: "ST".into() });
+    let plan = plan(&Spec {
+        count: 200,
+        duplicate_percent: 0.0,
+        poison_percent: 0.0,
+        seed: 21,
+        prefix: "ST".into(),
+    });
     p.send_paced(&plan.bodies, 1_000).await;
     let port = free_port();
     let mut child = spawn_worker(&p, port);
     wait_mid_batch(port).await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     let status = wait_exit(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
     let first = report(&mut child);
-    assert_eq!(first.received, first.written + first.duplicates + first.dead_lettered, "all in-flight settled: {first:?}");
+    assert_eq!(
+        first.received,
+        first.written + first.duplicates + first.dead_lettered,
+        "all in-flight settled: {first:?}"
+    );
     let (visible, in_flight) = p.depth().await;
     assert_eq!(in_flight, 0, "nothing left in flight after the drain");
     assert_eq!(visible, 200 - first.received, "the rest untouched");
@@ -128,7 +154,13 @@ async fn sigterm_mid_batch_drains_cleanly() {
 async fn sigkill_mid_batch_then_restart_loses_and_duplicates_nothing() {
     // A short visibility timeout so the killed worker's in-flight messages come back soon.
     let p = common::pipeline("kill", 5).await;
-    let plan = plan(&Spec { count: 200, duplicate_percent: 0.0, poison_percent: 0.0, seed: 22, prefix: "SK".into() });
+    let plan = plan(&Spec {
+        count: 200,
+        duplicate_percent: 0.0,
+        poison_percent: 0.0,
+        seed: 22,
+        prefix: "SK".into(),
+    });
     p.send_paced(&plan.bodies, 1_000).await;
     let port = free_port();
     let mut child = spawn_worker(&p, port);
@@ -141,7 +173,10 @@ async fn sigkill_mid_batch_then_restart_loses_and_duplicates_nothing() {
     let second = finish_with_new_worker(&p, 200).await;
     let keys = p.update_keys().await;
     assert_eq!(keys.len(), 200, "no loss, no duplicate item");
-    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), common::expected_keys(&plan.distinct));
+    assert_eq!(
+        keys.into_iter().collect::<BTreeSet<_>>(),
+        common::expected_keys(&plan.distinct)
+    );
     assert_eq!(second.written as usize, 200 - written_before, "{second:?}");
     assert_eq!(p.dlq_depth().await, (0, 0));
 }

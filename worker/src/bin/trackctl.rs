@@ -128,22 +128,47 @@ async fn send(sdk: &aws_config::SdkConfig, args: SendArgs) -> BoxResult<()> {
         }
         if last_report.elapsed() >= Duration::from_secs(2) {
             last_report = Instant::now();
-            eprintln!("trackctl: sent {done}/{total} messages ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+            eprintln!(
+                "trackctl: sent {done}/{total} messages ({:.0}/s)",
+                done as f64 / started.elapsed().as_secs_f64()
+            );
         }
     }
-    eprintln!("trackctl: sent {total} messages in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "trackctl: sent {total} messages in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     println!("{}", serde_json::to_string_pretty(&plan.summary)?);
     Ok(())
 }
 
-async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: Vec<String>, sent: Arc<AtomicUsize>) -> BoxResult<()> {
-    let mut pending: Vec<(String, String)> = bodies.into_iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
+async fn send_batch(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bodies: Vec<String>,
+    sent: Arc<AtomicUsize>,
+) -> BoxResult<()> {
+    let mut pending: Vec<(String, String)> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (i.to_string(), b))
+        .collect();
     for attempt in 0..10u32 {
         let entries = pending
             .iter()
-            .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build())
+            .map(|(id, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body(body)
+                    .build()
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let out = sqs.send_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await?;
+        let out = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
         sent.fetch_add(out.successful.len(), Ordering::Relaxed);
         let failed: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
         if let Some(f) = out.failed.iter().find(|f| f.sender_fault) {
@@ -194,15 +219,24 @@ async fn history(sdk: &aws_config::SdkConfig, args: HistoryArgs) -> BoxResult<()
     while let Some(item) = pages.next().await {
         let item = item?;
         n += 1;
-        let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("-");
+        let get = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                .unwrap_or("-")
+        };
         if args.json {
-            let obj: serde_json::Map<String, serde_json::Value> =
-                item.iter().map(|(k, v)| (k.clone(), attr_to_json(v))).collect();
+            let obj: serde_json::Map<String, serde_json::Value> = item
+                .iter()
+                .map(|(k, v)| (k.clone(), attr_to_json(v)))
+                .collect();
             println!("{}", serde_json::Value::Object(obj));
         } else {
             println!(
                 "{:<24}  {:<18}  {:<20}  {:<10}  {}",
-                get(attr::EVENT_TIME).get(..24).unwrap_or(get(attr::EVENT_TIME)),
+                get(attr::EVENT_TIME)
+                    .get(..24)
+                    .unwrap_or(get(attr::EVENT_TIME)),
                 get(attr::STATUS),
                 get(attr::LOCATION),
                 get(attr::CARRIER),

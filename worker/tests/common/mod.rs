@@ -51,7 +51,10 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
     let queue_url = sqs
         .create_queue()
         .queue_name(&name)
-        .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
         .attributes(
             QueueAttributeName::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string(),
@@ -61,7 +64,13 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
         .expect("create queue")
         .queue_url
         .expect("queue url");
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
     let def = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -82,7 +91,11 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
                 .index_name(attr::STATUS_INDEX)
                 .key_schema(key(attr::STATUS, KeyType::Hash))
                 .key_schema(key(attr::TIMESTAMP, KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()
                 .expect("gsi"),
         )
@@ -92,12 +105,23 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
     ddb.update_time_to_live()
         .table_name(&name)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder().enabled(true).attribute_name(attr::TTL).build().expect("ttl"),
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attr::TTL)
+                .build()
+                .expect("ttl"),
         )
         .send()
         .await
         .expect("enable TTL");
-    Pipeline { sqs, ddb, queue_url, dlq_url, table: name, visibility }
+    Pipeline {
+        sqs,
+        ddb,
+        queue_url,
+        dlq_url,
+        table: name,
+        visibility,
+    }
 }
 
 impl Pipeline {
@@ -136,7 +160,13 @@ impl Pipeline {
             let entries: Vec<_> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, b)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build().expect("entry"))
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .expect("entry")
+                })
                 .collect();
             let out = self
                 .sqs
