@@ -946,3 +946,89 @@ async fn delete_all_leaves_only_keys_pending_deletion_and_is_safe_to_repeat() {
         "{again:?}"
     );
 }
+
+#[tokio::test]
+async fn an_outage_is_retryable_and_the_next_pass_recovers() {
+    let proxy = testenv::FlakyProxy::start(&testenv::moto().endpoint());
+    let config = testenv::sdk_config_for(&proxy.endpoint()).await;
+    let clients = AwsClients::new(&config);
+    let desired = aws::desired(&pipeline(default_spec()), &Settings::default()).expect("desired");
+    let mut outputs = Outputs::default();
+    aws::ensure(&clients, &desired, Part::Keys, &mut outputs)
+        .await
+        .expect("keys");
+
+    proxy.set_down(true);
+    let err = aws::ensure(&clients, &desired, Part::Queues, &mut outputs)
+        .await
+        .expect_err("AWS is unreachable");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(!err.is_conflict());
+    assert!(
+        clients
+            .calls
+            .snapshot()
+            .keys()
+            .any(|k| k.outcome == "network_error")
+    );
+
+    proxy.set_down(false);
+    for part in Part::ALL {
+        let report = aws::ensure(&clients, &desired, part, &mut outputs)
+            .await
+            .unwrap_or_else(|e| panic!("{part:?} after the outage: {e}"));
+        assert!(report.is_ready(), "{part:?}: {report:?}");
+    }
+    assert!(outputs.schedule_arn.is_some());
+}
+
+#[tokio::test]
+async fn a_spec_change_converges_in_place() {
+    let p = pipeline(default_spec());
+    let config = testenv::moto().sdk_config().await;
+    let mut e = Env {
+        clients: AwsClients::new(&config),
+        desired: aws::desired(&p, &Settings::default()).expect("desired"),
+        outputs: Outputs::default(),
+    };
+    e.ensure_all().await;
+    let first = e.outputs.clone();
+
+    let mut changed = p.clone();
+    changed.spec.queue.visibility_timeout_seconds = 900;
+    changed.spec.alerts.oldest_message_age_seconds = 600;
+    changed.spec.schedule.maintenance = "cron(30 2 * * ? *)".into();
+    changed.spec.tags.insert("CostCenter".into(), "42".into());
+    e.desired = aws::desired(&changed, &Settings::default()).expect("desired");
+    let reports = e.ensure_all().await;
+    let created: Vec<String> = reports.values().flat_map(|r| r.created.clone()).collect();
+    assert!(created.is_empty(), "nothing recreated: {created:?}");
+    let repaired: Vec<String> = reports.values().flat_map(|r| r.repaired.clone()).collect();
+    let has = |needle: &str| repaired.iter().any(|r| r.contains(needle));
+    assert!(
+        has("VisibilityTimeout")
+            && has("Threshold")
+            && has("ScheduleExpression")
+            && has("tag CostCenter"),
+        "{repaired:?}"
+    );
+    for (a, b, what) in [
+        (&first.queue_url, &e.outputs.queue_url, "queue"),
+        (&first.queue_key_arn, &e.outputs.queue_key_arn, "key"),
+        (&first.table_arn, &e.outputs.table_arn, "table"),
+        (&first.schedule_arn, &e.outputs.schedule_arn, "schedule"),
+    ] {
+        assert_eq!(a, b, "{what} kept its identity");
+    }
+    let q = queue_attributes(&e.clients, &e.out(&e.outputs.queue_url, "queueUrl")).await;
+    assert_eq!(q["VisibilityTimeout"], "900");
+    let s = e
+        .clients
+        .scheduler
+        .get_schedule()
+        .name(&e.desired.names.schedule)
+        .send()
+        .await
+        .expect("schedule");
+    assert_eq!(s.schedule_expression(), Some("cron(30 2 * * ? *)"));
+}

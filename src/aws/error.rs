@@ -134,6 +134,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_types::error::ErrorMetadata;
 
     fn api(code: Option<&str>, status: Option<u16>, retryable: bool) -> Error {
         Error::Aws {
@@ -166,5 +167,36 @@ mod tests {
         assert!(conflict.is_conflict());
         assert!(conflict.to_string().contains("SQS queue q"));
         assert!(api(None, Some(503), true).is_retryable());
+    }
+
+    fn classify(status: u16, code: Option<&str>) -> Error {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let mut meta = ErrorMetadata::builder().message("m");
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        let response = HttpResponse::new(
+            StatusCode::try_from(status).expect("status"),
+            SdkBody::empty(),
+        );
+        let err: SdkError<ErrorMetadata, HttpResponse> =
+            SdkError::service_error(meta.build(), response);
+        super::api("SQS", "GetQueueUrl")(err)
+    }
+
+    #[test]
+    fn sdk_errors_are_classified() {
+        assert!(classify(503, Some("ServiceUnavailable")).is_retryable());
+        assert!(classify(500, None).is_retryable());
+        let throttled = classify(400, Some("ThrottlingException"));
+        assert!(throttled.is_retryable());
+        assert_eq!(throttled.aws_code(), Some("ThrottlingException"));
+        let denied = classify(400, Some("AccessDenied"));
+        assert!(!denied.is_retryable() && !denied.is_not_found() && !denied.is_conflict());
+        assert!(classify(400, Some("AWS.SimpleQueueService.NonExistentQueue")).is_not_found());
+        let timeout: SdkError<ErrorMetadata, HttpResponse> =
+            SdkError::timeout_error("attempt timed out");
+        assert!(super::api("SQS", "GetQueueUrl")(timeout).is_retryable());
     }
 }

@@ -160,8 +160,8 @@ async fn subscriptions(c: &AwsClients, topic_arn: &str) -> Result<Vec<Subscripti
 /// Real SNS lists a pending subscription with the ARN `PendingConfirmation`; with
 /// `ReturnSubscriptionArn` or from some emulators we get an ARN and must ask.
 async fn state_of(c: &AwsClients, subscription_arn: &str) -> Result<SubscriptionState> {
-    if subscription_arn == PENDING {
-        return Ok(SubscriptionState::Pending);
+    if let Some(state) = subscription_state(subscription_arn, None) {
+        return Ok(state);
     }
     let attrs = c
         .sns
@@ -170,14 +170,30 @@ async fn state_of(c: &AwsClients, subscription_arn: &str) -> Result<Subscription
         .send()
         .await
         .map_err(api(SVC, "GetSubscriptionAttributes"))?;
-    let pending = attrs
-        .attributes()
-        .and_then(|a| a.get(PENDING))
+    Ok(subscription_state(
+        subscription_arn,
+        Some(attrs.attributes().cloned().unwrap_or_default()),
+    )
+    .unwrap_or(SubscriptionState::Pending))
+}
+
+/// The state from what SNS showed: the listed ARN, then (when that is a real ARN) the
+/// subscription's attributes. `None` means "ask for the attributes".
+pub fn subscription_state(
+    listed_arn: &str,
+    attributes: Option<std::collections::HashMap<String, String>>,
+) -> Option<SubscriptionState> {
+    if listed_arn == PENDING || !listed_arn.starts_with("arn:") {
+        return Some(SubscriptionState::Pending);
+    }
+    let attributes = attributes?;
+    let pending = attributes
+        .get(PENDING)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    Ok(if pending {
+    Some(if pending {
         SubscriptionState::Pending
     } else {
-        SubscriptionState::Confirmed(subscription_arn.to_string())
+        SubscriptionState::Confirmed(listed_arn.to_string())
     })
 }
 
@@ -269,4 +285,36 @@ pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteRepor
     )?;
     report.deleted.push(resource);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn pending_confirmation_is_never_confirmed() {
+        // Real SNS: the list shows the placeholder instead of an ARN.
+        assert_eq!(
+            subscription_state("PendingConfirmation", None),
+            Some(SubscriptionState::Pending)
+        );
+        let arn = "arn:aws:sns:us-east-1:1:t:abc";
+        assert_eq!(
+            subscription_state(arn, None),
+            None,
+            "an ARN needs the attributes"
+        );
+        let pending = HashMap::from([(PENDING.to_string(), "true".to_string())]);
+        assert_eq!(
+            subscription_state(arn, Some(pending)),
+            Some(SubscriptionState::Pending)
+        );
+        let confirmed = HashMap::from([(PENDING.to_string(), "false".to_string())]);
+        assert_eq!(
+            subscription_state(arn, Some(confirmed)),
+            Some(SubscriptionState::Confirmed(arn.to_string()))
+        );
+    }
 }
