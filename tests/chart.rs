@@ -16,3 +16,6 @@ mod rbac;
 
 #[path = "chart/iam_policy.rs"]
 mod iam_policy;
+
+#[path = "chart/operator.rs"]
+mod operator;

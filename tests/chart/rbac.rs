@@ -50,7 +50,7 @@ pub async fn service_account_kubeconfig(namespace: &str, sa: &str) -> Result<std
 /// verb, API group, resource[/subresource], namespace (None: cluster-wide), object name.
 type Access<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
 
-fn tp_resource() -> ApiResource {
+pub fn tp_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("tracking-operator.io", "v1alpha1", "TrackingPipeline"),
         "trackingpipelines",
@@ -98,7 +98,7 @@ fn forbidden<T: std::fmt::Debug>(result: kube::Result<T>) -> Result<()> {
 }
 
 /// A pipeline as a user would apply it: examples/pipeline.yaml.
-fn example_pipeline(namespace: &str, name: &str) -> Result<DynamicObject> {
+pub fn example_pipeline(namespace: &str, name: &str) -> Result<DynamicObject> {
     let text = std::fs::read_to_string(root().join("examples/pipeline.yaml"))?;
     let mut obj: DynamicObject = serde_yaml::from_str(&text)?;
     obj.metadata.namespace = Some(namespace.into());
