@@ -312,20 +312,24 @@ fn ready_message(part: Part, status: &TrackingPipelineStatus) -> String {
     }
 }
 
-/// One Event per resource created and per attribute repaired.
+/// One Event per resource created and per attribute repaired. The action names the
+/// resource because kube's Recorder folds Events with equal reason and action into one
+/// series, keeping only the first note.
 async fn announce(pipeline: &TrackingPipeline, ctx: &Context, report: &PartReport) {
     for created in &report.created {
         info!(resource = %created, "created");
-        ctx.publish(pipeline, EventType::Normal, "Created", "Create", created)
+        let action = format!("Create {created}");
+        ctx.publish(pipeline, EventType::Normal, "Created", &action, created)
             .await;
     }
     for repaired in &report.repaired {
         warn!(attribute = %repaired, "repaired drift");
+        let action = format!("Repair {repaired}");
         ctx.publish(
             pipeline,
             EventType::Normal,
             "DriftRepaired",
-            "Repair",
+            &action,
             repaired,
         )
         .await;
