@@ -400,7 +400,7 @@ async fn default_pipeline_has_every_setting_of_the_reference() {
         Some("GreaterThanOrEqualToThreshold")
     );
     for a in alarms.values() {
-        assert_eq!(a.alarm_actions(), [topic.clone()], "{:?}", a.alarm_name());
+        assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic), "{:?}", a.alarm_name());
     }
 
     // Schedule and its role.
@@ -480,9 +480,11 @@ async fn default_pipeline_has_every_setting_of_the_reference() {
 
 #[tokio::test]
 async fn non_default_values_are_honoured() {
-    let mut spec = TrackingPipelineSpec::default();
-    spec.environment = "staging".into();
-    spec.tags = BTreeMap::from([("Team".to_string(), "parcels".to_string())]);
+    let mut spec = TrackingPipelineSpec {
+        environment: "staging".into(),
+        tags: BTreeMap::from([("Team".to_string(), "parcels".to_string())]),
+        ..Default::default()
+    };
     spec.queue.visibility_timeout_seconds = 600;
     spec.queue.retention_period = Period::days(2);
     spec.queue.max_receive_count = 5;
