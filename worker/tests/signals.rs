@@ -34,10 +34,15 @@ fn spawn_worker(p: &common::Pipeline, port: u16) -> Child {
 
 /// GET /metrics; empty until the server is up.
 fn scrape(port: u16) -> String {
+    get(port, "/metrics")
+}
+
+/// The raw HTTP/1.0 response (status line included); empty if nothing listens.
+fn get(port: u16, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -179,4 +184,20 @@ async fn sigkill_mid_batch_then_restart_loses_and_duplicates_nothing() {
     );
     assert_eq!(second.written as usize, 200 - written_before, "{second:?}");
     assert_eq!(p.dlq_depth().await, (0, 0));
+}
+
+#[test]
+fn invalid_configuration_is_refused_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracking-worker"))
+        .env_clear()
+        .env("TRACKING_QUEUE_URL", "http://127.0.0.1:1/q")
+        .env("TRACKING_DEAD_LETTER_QUEUE_URL", "http://127.0.0.1:1/dlq")
+        .env("TRACKING_TABLE_NAME", "t")
+        .env("TRACKING_PIPELINE", "ns/p")
+        .env("TRACKING_BATCH_SIZE", "lots")
+        .output()
+        .expect("run tracking-worker");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TRACKING_BATCH_SIZE"), "{stderr}");
 }
