@@ -400,7 +400,12 @@ async fn default_pipeline_has_every_setting_of_the_reference() {
         Some("GreaterThanOrEqualToThreshold")
     );
     for a in alarms.values() {
-        assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic), "{:?}", a.alarm_name());
+        assert_eq!(
+            a.alarm_actions(),
+            std::slice::from_ref(&topic),
+            "{:?}",
+            a.alarm_name()
+        );
     }
 
     // Schedule and its role.
@@ -1033,4 +1038,160 @@ async fn a_spec_change_converges_in_place() {
         .await
         .expect("schedule");
     assert_eq!(s.schedule_expression(), Some("cron(30 2 * * ? *)"));
+}
+
+/// Runs the parts in order and returns the first error.
+async fn first_error(e: &mut Env) -> Option<(Part, aws::Error)> {
+    for part in Part::ALL {
+        if let Err(err) = aws::ensure(&e.clients, &e.desired, part, &mut e.outputs).await {
+            return Some((part, err));
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn every_kind_of_resource_refuses_a_foreign_namesake() {
+    // A KMS alias on a key nobody tagged.
+    let mut e = env(default_spec(), &Settings::default()).await;
+    let key = e
+        .clients
+        .kms
+        .create_key()
+        .send()
+        .await
+        .expect("key")
+        .key_metadata
+        .expect("meta");
+    let alias = e.desired.names.queue_key_alias.clone();
+    e.clients
+        .kms
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(key.key_id())
+        .send()
+        .await
+        .expect("alias");
+    let (part, err) = first_error(&mut e).await.expect("conflict");
+    assert_eq!(part, Part::Keys);
+    assert!(
+        err.is_conflict() && err.to_string().contains(&format!("KMS key {alias}")),
+        "{err}"
+    );
+
+    // A table created by hand.
+    let mut e = env(default_spec(), &Settings::default()).await;
+    let table = e.desired.names.table.clone();
+    e.clients
+        .dynamodb
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("table");
+    let (part, err) = first_error(&mut e).await.expect("conflict");
+    assert_eq!(part, Part::Table);
+    assert!(
+        err.is_conflict() && err.to_string().contains(&format!("DynamoDB table {table}")),
+        "{err}"
+    );
+
+    // A topic of another pipeline.
+    let mut e = env(default_spec(), &Settings::default()).await;
+    let topic = e.desired.names.topic.clone();
+    let other = aws_sdk_sns::types::Tag::builder()
+        .key("tracking-operator.io/managed-by")
+        .value("someone-else")
+        .build()
+        .expect("tag");
+    e.clients
+        .sns
+        .create_topic()
+        .name(&topic)
+        .tags(other)
+        .send()
+        .await
+        .expect("topic");
+    let (part, err) = first_error(&mut e).await.expect("conflict");
+    assert_eq!(part, Part::Alerts);
+    assert!(
+        err.is_conflict() && err.to_string().contains(&format!("SNS topic {topic}")),
+        "{err}"
+    );
+
+    // A schedule someone else wrote (schedules have no tags: the description tells).
+    let mut e = env(default_spec(), &Settings::default()).await;
+    let schedule = e.desired.names.schedule.clone();
+    e.clients
+        .scheduler
+        .create_schedule()
+        .name(&schedule)
+        .description("nightly report")
+        .schedule_expression("rate(1 day)")
+        .flexible_time_window(
+            aws_sdk_scheduler::types::FlexibleTimeWindow::builder()
+                .mode(aws_sdk_scheduler::types::FlexibleTimeWindowMode::Off)
+                .build()
+                .expect("window"),
+        )
+        .target(
+            aws_sdk_scheduler::types::Target::builder()
+                .arn("arn:aws:sqs:us-east-1:123456789012:elsewhere")
+                .role_arn("arn:aws:iam::123456789012:role/elsewhere")
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("schedule");
+    let (part, err) = first_error(&mut e).await.expect("conflict");
+    assert_eq!(part, Part::Schedule);
+    assert!(
+        err.is_conflict()
+            && err
+                .to_string()
+                .contains(&format!("EventBridge schedule {schedule}")),
+        "{err}"
+    );
+    let s = e
+        .clients
+        .scheduler
+        .get_schedule()
+        .name(&schedule)
+        .send()
+        .await
+        .expect("schedule");
+    assert_eq!(s.description(), Some("nightly report"), "untouched");
+    let report = aws::delete_all(&e.clients, &e.desired, &e.outputs)
+        .await
+        .expect("delete_all");
+    assert!(
+        report.retained.iter().any(|r| r.contains(&schedule)),
+        "{report:?}"
+    );
+    assert!(
+        e.clients
+            .scheduler
+            .get_schedule()
+            .name(&schedule)
+            .send()
+            .await
+            .is_ok(),
+        "a foreign schedule survives Delete"
+    );
 }
