@@ -1,0 +1,142 @@
+//! Recovery: AWS unreachable mid-reconcile, the operator killed mid-reconcile, and leader
+//! election between two replicas.
+
+mod controller_support;
+
+use std::time::Duration;
+
+use controller_support::*;
+use kube::ResourceExt;
+use serde_json::json;
+use tracking_operator::controller::leader::LeaseLock;
+
+#[tokio::test]
+async fn aws_unreachable_gives_ready_false_with_a_reason_and_recovers() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-outage").await;
+    let proxy = testenv::FlakyProxy::start(&testenv::moto().endpoint());
+    // A short resync: whichever part is running when AWS goes away, the next pass fails.
+    let _operator = Operator::start(&proxy.endpoint(), &ns, Duration::from_secs(2)).await;
+    let api = pipelines(&ns).await;
+    create(&api, "flaky", json!({})).await;
+    wait_for(&api, "flaky", "KeysReady=True", |p| {
+        is(p, "KeysReady", "True")
+    })
+    .await;
+    proxy.set_down(true);
+
+    let down = wait_for(&api, "flaky", "Ready=False (AWS unreachable)", |p| {
+        is(p, "Ready", "False") && reason(p, "Ready").as_deref() == Some("AwsUnreachable")
+    })
+    .await;
+    let why = message(&down, "Ready").unwrap_or_default();
+    assert!(!why.is_empty(), "the Ready message says what failed");
+    assert!(
+        is(&down, "Reconciling", "True"),
+        "a transient failure is Reconciling, not Stalled"
+    );
+    assert!(reason(&down, "Stalled").is_none());
+
+    proxy.set_down(false);
+    let up = wait_ready(&api, "flaky").await;
+    assert!(reason(&up, "Reconciling").is_none());
+    let client = kube.client().await;
+    let reasons: Vec<String> = event_reasons(&client, &up)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "AwsUnreachable"),
+        "a Warning Event: {reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_reconcile_and_restarted_creates_no_duplicates() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-restart").await;
+    let proxy = testenv::FlakyProxy::start(&testenv::moto().endpoint());
+    let first = Operator::start(&proxy.endpoint(), &ns, Duration::from_secs(3600)).await;
+    let api = pipelines(&ns).await;
+    create(&api, "phoenix", json!({})).await;
+    // Stop the first operator as soon as it has created the keys, in the middle of its pass.
+    let mut seen = None;
+    for _ in 0..6000 {
+        let p = api.get("phoenix").await.unwrap();
+        if p.status
+            .as_ref()
+            .is_some_and(|s| s.outputs.queue_key_arn.is_some())
+        {
+            proxy.set_down(true);
+            first.kill();
+            seen = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = seen.expect("the first operator created keys");
+    let killed_ready = is(&before, "Ready", "True");
+
+    let _second = moto_operator(&ns, Duration::from_secs(3600)).await;
+    let p = wait_ready(&api, "phoenix").await;
+    let outputs = p.status.clone().unwrap().outputs;
+    assert_eq!(
+        outputs.queue_key_arn,
+        before.status.unwrap().outputs.queue_key_arn
+    );
+
+    // Keys have no unique name in AWS, so they are where duplicates would show.
+    let sdk = testenv::moto().sdk_config().await;
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let uid = p.uid().unwrap();
+    let mut ours = 0;
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        for key in page.keys() {
+            let Some(id) = key.key_id() else { continue };
+            let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
+            if tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == "tracking-operator.io/pipeline-uid" && t.tag_value() == uid)
+            {
+                ours += 1;
+            }
+        }
+        marker = page.next_marker().map(str::to_string);
+        if !page.truncated() || marker.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        ours, 2,
+        "exactly the two keys (killed while Ready: {killed_ready})"
+    );
+}
+
+#[tokio::test]
+async fn only_one_replica_holds_the_lease_until_it_stops_renewing() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("lease").await;
+    let client = kube.client().await;
+    let term = Duration::from_secs(2);
+    let a = LeaseLock::new(client.clone(), &ns, "tracking-operator", "replica-a", term);
+    let b = LeaseLock::new(client.clone(), &ns, "tracking-operator", "replica-b", term);
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "b must not take a held lease"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the holder renews");
+    // a stops renewing (crashed); after the term b takes over and a cannot come back.
+    tokio::time::sleep(term + Duration::from_secs(1)).await;
+    assert!(b.try_acquire_or_renew().await.unwrap());
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+}
