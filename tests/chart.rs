@@ -19,3 +19,6 @@ mod iam_policy;
 
 #[path = "chart/operator.rs"]
 mod operator;
+
+#[path = "chart/examples.rs"]
+mod examples;
