@@ -117,7 +117,7 @@ async fn operator_with_the_charts_identity_and_flags_reconciles_the_example_to_r
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(&log.with_extension("stderr"))?)
+        .stderr(std::fs::File::create(log.with_extension("stderr"))?)
         .kill_on_drop(true);
     let mut operator = cmd.spawn().context("starting the operator binary")?;
 
