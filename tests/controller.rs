@@ -129,7 +129,7 @@ async fn default_pipeline_is_the_reference_stack() {
     assert_eq!(q[&QueueAttributeName::KmsDataKeyReusePeriodSeconds], "300");
     assert!(
         q[&QueueAttributeName::KmsMasterKeyId]
-            .contains(&*out(&o.queue_key_arn).rsplit('/').next().unwrap())
+            .contains(out(&o.queue_key_arn).rsplit('/').next().unwrap())
     );
     let redrive: serde_json::Value =
         serde_json::from_str(&q[&QueueAttributeName::RedrivePolicy]).unwrap();
