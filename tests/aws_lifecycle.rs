@@ -1195,3 +1195,36 @@ async fn every_kind_of_resource_refuses_a_foreign_namesake() {
         "a foreign schedule survives Delete"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_alias_points_back_to_the_same_key() {
+    let mut e = env(default_spec(), &Settings::default()).await;
+    aws::ensure(&e.clients, &e.desired, Part::Keys, &mut e.outputs)
+        .await
+        .expect("keys");
+    let arn = e.out(&e.outputs.table_key_arn, "tableKeyArn");
+    let alias = e.desired.names.table_key_alias.clone();
+    e.clients
+        .kms
+        .delete_alias()
+        .alias_name(&alias)
+        .send()
+        .await
+        .expect("delete alias");
+
+    let report = aws::ensure(&e.clients, &e.desired, Part::Keys, &mut e.outputs)
+        .await
+        .expect("keys again");
+    assert!(report.created.is_empty(), "no second key: {report:?}");
+    assert_eq!(report.repaired, vec![format!("KMS key {alias}: alias")]);
+    assert_eq!(e.outputs.table_key_arn.as_deref(), Some(arn.as_str()));
+    let meta = e
+        .clients
+        .kms
+        .describe_key()
+        .key_id(&alias)
+        .send()
+        .await
+        .expect("alias");
+    assert_eq!(meta.key_metadata.and_then(|m| m.arn), Some(arn));
+}

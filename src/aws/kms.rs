@@ -51,11 +51,8 @@ pub(super) async fn ensure(
 ) -> Result<()> {
     let account = c.account().await?.clone();
     let [queue_key, table_key] = desired_keys(d, &account);
-    let arn = ensure_key(c, d, &queue_key, out.queue_key_arn.as_deref(), report).await?;
-    out.queue_key_arn = Some(arn);
-    let arn = ensure_key(c, d, &table_key, out.table_key_arn.as_deref(), report).await?;
-    out.table_key_arn = Some(arn);
-    Ok(())
+    ensure_key(c, d, &queue_key, &mut out.queue_key_arn, report).await?;
+    ensure_key(c, d, &table_key, &mut out.table_key_arn, report).await
 }
 
 async fn describe_key(c: &AwsClients, key_id: &str) -> Result<Option<KeyMetadata>> {
@@ -74,15 +71,17 @@ async fn ensure_key(
     c: &AwsClients,
     d: &Desired,
     k: &KeyDesired<'_>,
-    known_arn: Option<&str>,
+    // The key's ARN in the outputs: read to find a key whose alias is gone, written as
+    // soon as a key is created so a failure before its alias exists cannot orphan it.
+    slot: &mut Option<String>,
     report: &mut PartReport,
-) -> Result<String> {
+) -> Result<()> {
     let resource = format!("KMS key {}", k.alias);
     let mut meta = describe_key(c, k.alias).await?;
     let alias_missing = meta.is_none();
     if meta.is_none() {
         // The alias may have been removed out of band while the key we recorded still exists.
-        if let Some(arn) = known_arn {
+        if let Some(arn) = slot.as_deref() {
             meta = describe_key(c, arn)
                 .await?
                 .filter(|m| m.key_state() != Some(&KeyState::PendingDeletion));
@@ -101,6 +100,7 @@ async fn ensure_key(
         let meta = created
             .key_metadata
             .ok_or_else(|| unexpected(SVC, "CreateKey returned no key metadata"))?;
+        *slot = Some(arn_of(&meta)?);
         c.kms
             .create_alias()
             .alias_name(k.alias)
@@ -117,7 +117,7 @@ async fn ensure_key(
                 .map_err(api(SVC, "EnableKeyRotation"))?;
         }
         report.created(resource);
-        return arn_of(&meta);
+        return Ok(());
     };
 
     let key_id = meta.key_id().to_string();
@@ -134,6 +134,7 @@ async fn ensure_key(
         .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
         .collect();
     check_owner(&resource, &actual_tags, &d.owner)?;
+    *slot = Some(arn_of(&meta)?);
 
     let mut repaired = Vec::new();
     if alias_missing {
@@ -224,7 +225,7 @@ async fn ensure_key(
         repaired.extend(describe(&missing));
     }
     report.repaired(&resource, &repaired);
-    arn_of(&meta)
+    Ok(())
 }
 
 async fn enable_key(c: &AwsClients, key_id: &str) -> Result<()> {
