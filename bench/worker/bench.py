@@ -110,7 +110,7 @@ def run_worker(args, env, queue, dlq, table, messages):
     proc = subprocess.Popen([args.worker], env=wenv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     settled = 0
     while settled < messages:
-        time.sleep(0.05)
+        time.sleep(0.2)
         m = metrics(port)
         settled = sum(m.get(k, 0) for k in ("tracking_worker_updates_written_total",
                                              "tracking_worker_duplicates_total",
