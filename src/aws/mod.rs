@@ -35,7 +35,7 @@ pub use self::arn::Account;
 pub use self::calls::{CallCounter, CallKey};
 pub use self::desired::{Desired, Settings, desired};
 pub use self::error::Error;
-pub use self::policy::worker_policy;
+pub use self::policy::{WorkerResources, worker_policy};
 pub use crate::api::Outputs;
 use crate::api::condition;
 
