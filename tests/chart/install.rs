@@ -5,6 +5,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 
 use crate::support::{self, CRD_NAME, helm};
 
@@ -96,6 +98,23 @@ async fn install_upgrade_uninstall_and_the_crd_is_kept() -> Result<()> {
         "CRD not adopted by the release: {labels:?}"
     );
 
+    // Drift on the CRD (here: a label removed by hand) is repaired by the next upgrade: the CRD
+    // lives in templates/, so Helm upgrades it, unlike files in a chart's crds/ directory.
+    crds.patch(
+        CRD_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/part-of": null}}})),
+    )
+    .await
+    .context("remove a label from the CRD")?;
+    let drifted = crds
+        .get(CRD_NAME)
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    ensure!(!drifted.contains_key("app.kubernetes.io/part-of"));
+
     install(
         &release,
         &ns,
@@ -128,6 +147,16 @@ async fn install_upgrade_uninstall_and_the_crd_is_kept() -> Result<()> {
             .get_opt(&format!("{fullname}-leader-election"))
             .await?
             .is_some()
+    );
+    let crd = crds.get(CRD_NAME).await?;
+    ensure!(
+        crd.metadata
+            .labels
+            .unwrap_or_default()
+            .get("app.kubernetes.io/part-of")
+            .map(String::as_str)
+            == Some("tracking-operator"),
+        "helm upgrade did not update the CRD"
     );
     let history = helm(&[
         "history",
