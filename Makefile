@@ -25,7 +25,7 @@ build: ## debug build of every binary
 	$(CARGO) build --workspace --bins
 
 release: ## release build of the operator and the worker (what the Dockerfiles copy)
-	$(CARGO) build --release --bin tracking-operator --bin tracking-worker --bin trackctl
+	$(CARGO) build --release -p tracking-operator -p tracking-worker --bins
 
 crds: ## regenerate crds/ from the Rust types
 	$(CARGO) run --quiet --bin tracking-operator -- crd > crds/tracking-operator.io_trackingpipelines.yaml

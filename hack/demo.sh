@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 bold "building (debug)"
-cargo build --quiet --bin tracking-operator --bin tracking-worker --bin trackctl --bin testenv
+cargo build --quiet --workspace --bins
 
 bold "starting kube-apiserver + etcd + moto"
 if [[ -f "$local_dir/pids" ]]; then
@@ -60,7 +60,7 @@ last=""
 for _ in $(seq 1 240); do
   line=$(kubectl -n "$ns" get tp "$pipeline" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
   if [[ "$line" != "$last" ]]; then printf '  %6.1fs  %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "${line:-(no status yet)}"; last=$line; fi
-  [[ "$line" == *"Ready=True"* && "$line" != *"Ready=False"* ]] && break
+  [[ " $line" == *" Ready=True "* ]] && break
   sleep 0.5
 done
 if [[ "$(kubectl -n "$ns" get tp "$pipeline" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" != True ]]; then
@@ -70,7 +70,7 @@ ready_after=$(echo "$(date +%s.%N) - $start" | bc)
 printf 'Ready after %.1f s\n' "$ready_after"
 
 bold "starting the worker locally with the Deployment's configuration (logs: .local/logs/worker.log)"
-deploy=$(kubectl -n "$ns" get deploy -l "app.kubernetes.io/instance=$pipeline" -o jsonpath='{.items[0].metadata.name}')
+deploy=$(kubectl -n "$ns" get deploy -l "tracking-operator.io/pipeline=$pipeline" -o jsonpath="{.items[0].metadata.name}")
 worker_env=$(kubectl -n "$ns" get deploy "$deploy" -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}={.value}{"\n"}{end}')
 echo "$worker_env" | sed 's/^/  /'
 w_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -83,10 +83,10 @@ queue_url=$(echo "$worker_env" | sed -n 's/^TRACKING_QUEUE_URL=//p')
 bold "sending $count tracking updates (5% duplicates, 0.5% poison)"
 send_start=$(date +%s.%N)
 target/debug/trackctl send --queue-url "$queue_url" --count "$count" --duplicate-percent 5 \
-  --poison-percent 0.5 --max-depth 300 --seed 42 >"$local_dir/sent.json"
+  --poison-percent 0.5 --max-depth "${MAX_DEPTH:-50}" --seed 42 >"$local_dir/sent.json"
 
 bold "waiting for the worker to drain the queue"
-"$HOME/.cache/tracking-operator/moto-5.2.5/bin/python" hack/demo_report.py \
+"${TRACKING_OPERATOR_CACHE:-$HOME/.cache/tracking-operator}/moto-$(sed -n "s/^MOTO_VERSION=//p" hack/versions.env)/bin/python" hack/demo_report.py \
   --namespace "$ns" --pipeline "$pipeline" --sent "$local_dir/sent.json" \
   --worker-metrics "http://127.0.0.1:$w_port/metrics" --send-start "$send_start" --ready-after "$ready_after"
 

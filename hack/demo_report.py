@@ -127,7 +127,7 @@ def main():
             reasons[reason] = reasons.get(reason, 0) + 1
 
     elapsed = drained - a.send_start
-    messages = sent.get("messages_sent") or sent.get("sent") or 0
+    messages = sent.get("messages") or sent.get("messages_sent") or 0
     print()
     print("AWS resources (from the pipeline's status)")
     for k in sorted(out):
