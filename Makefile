@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 
-.PHONY: help tools test check fmt-check clippy unit-and-integration crds crds-check env-up env-down demo bench-worker bench-operator build release clean-env
+.PHONY: help tools test fmt-check clippy crds chart-lint images env-up env-down demo bench-worker bench-operator build release
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -27,8 +27,16 @@ build: ## debug build of every binary
 release: ## release build of the operator and the worker (what the Dockerfiles copy)
 	$(CARGO) build --release -p tracking-operator -p tracking-worker --bins
 
-crds: ## regenerate crds/ from the Rust types
+crds: ## regenerate crds/ from the Rust types, and the chart's copy of them
 	$(CARGO) run --quiet --bin tracking-operator -- crd > crds/tracking-operator.io_trackingpipelines.yaml
+	hack/chart-crds.sh
+
+chart-lint: ## helm lint --strict the chart
+	$$(hack/install-helm.sh) lint --strict charts/tracking-operator
+
+images: ## build the container images (needs a Docker engine; none runs on the dev machines)
+	docker build -t ghcr.io/tracking-operator/tracking-operator:0.1.0 .
+	docker build -f worker/Dockerfile -t ghcr.io/tracking-operator/tracking-worker:0.1.0 .
 
 env-up: tools ## start kube-apiserver + etcd + moto in the background; writes .local/kubeconfig and .local/env
 	@$(CARGO) build --quiet -p testenv --bin testenv
