@@ -397,7 +397,7 @@ async fn non_default_values_are_honoured_and_spec_changes_converge_in_place() {
             "tags": {"Team": "parcels"},
             "queue": {"visibilityTimeoutSeconds": 600, "retentionPeriod": "2d", "maxReceiveCount": 5},
             "encryption": {"dataKeyReusePeriod": "10m"},
-            "alerts": {"queueDepthThreshold": 50},
+            "alerts": {"queueDepthThreshold": 50, "email": "ops@example.com"},
             "schedule": {"maintenance": "cron(30 2 * * ? *)", "timezone": "Europe/Berlin"},
             "worker": {"replicas": 2, "image": "example.com/custom:2", "roleArn": "arn:aws:iam::123456789012:role/custom-worker"}
         }),
@@ -407,6 +407,20 @@ async fn non_default_values_are_honoured_and_spec_changes_converge_in_place() {
     let o = p.status.clone().unwrap().outputs;
     let d = desired_of(&p);
     let sdk = testenv::moto().sdk_config().await;
+    // moto confirms e-mail subscriptions at once (real SNS waits for a click: the AWS side's
+    // tests cover PendingConfirmation), so the subscription is ready and published.
+    let subscription = o
+        .subscription_arn
+        .clone()
+        .expect("status.outputs.subscriptionArn");
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let attrs = sns
+        .get_subscription_attributes()
+        .subscription_arn(&subscription)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attrs.attributes.unwrap()["Endpoint"], "ops@example.com");
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue_url = o.queue_url.clone().unwrap();
     let q = queue_attributes(&sqs, &queue_url).await;

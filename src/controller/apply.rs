@@ -1,6 +1,6 @@
-//! The apply branch: validate and build the desired state (no client) → converge each AWS
-//! part in dependency order, writing identifiers to status as soon as they are known →
-//! apply the cluster children → summarise conditions.
+//! The apply branch: first-pass conditions → desired state (pure) → each AWS part in
+//! dependency order, identifiers written to status as soon as they are known → the cluster
+//! children → the summary. What the outcomes mean for conditions lives in [`super::outcome`].
 
 use std::sync::Arc;
 
@@ -14,49 +14,23 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
-use super::conditions::{self, FALSE, TRUE, UNKNOWN, Wanted};
+use super::conditions::{self, FALSE, UNKNOWN};
+use super::outcome::{self, Next, Stamp};
 use crate::api::{TrackingPipeline, TrackingPipelineStatus, condition};
 use crate::aws::{self, Part, PartReport, Readiness};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::k8s;
 
-/// Every condition the pipeline reports besides kstatus'.
-const REPORTED: [&str; 7] = [
-    condition::KEYS_READY,
-    condition::QUEUES_READY,
-    condition::TABLE_READY,
-    condition::ALERTS_READY,
-    condition::SCHEDULE_READY,
-    condition::WORKER_READY,
-    condition::READY,
-];
-
-/// One pass over a pipeline's status: what it was, what we last wrote, what it is becoming.
+/// The pipeline's status during one pass: as found, as last written, and as it becomes.
 struct StatusWriter {
     api: Api<TrackingPipeline>,
     name: String,
-    generation: Option<i64>,
     original: TrackingPipelineStatus,
     written: TrackingPipelineStatus,
-    pub current: TrackingPipelineStatus,
+    current: TrackingPipelineStatus,
 }
 
 impl StatusWriter {
-    fn set(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        let wanted = Wanted {
-            type_,
-            status,
-            reason,
-            message,
-        };
-        conditions::set(
-            &mut self.current.conditions,
-            &wanted,
-            self.generation,
-            &now(),
-        );
-    }
-
     /// Writes the status when it changed since the last write; a steady state writes nothing.
     async fn flush(&mut self) -> Result<()> {
         if self.current == self.written {
@@ -74,118 +48,64 @@ impl StatusWriter {
     }
 }
 
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// How a part's failure reads in its condition: the AWS error code first.
-fn failure_reason(err: &Error) -> (&'static str, String) {
-    if err.is_conflict() {
-        return ("Conflict", err.to_string());
-    }
-    match err.aws_code() {
-        Some(code) => ("AwsError", format!("{code}: {err}")),
-        None if err.is_retryable() => ("AwsUnreachable", err.to_string()),
-        None => ("Error", err.to_string()),
-    }
-}
-
 pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Action> {
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let name = pipeline.name_any();
     let original = pipeline.status.clone().unwrap_or_default();
     let mut status = StatusWriter {
-        api: Api::namespaced(ctx.client.clone(), &namespace),
-        name: name.clone(),
-        generation: pipeline.metadata.generation,
+        api: Api::namespaced(
+            ctx.client.clone(),
+            &pipeline.namespace().unwrap_or_default(),
+        ),
+        name: pipeline.name_any(),
         written: original.clone(),
         current: original.clone(),
         original,
     };
+    let stamp = || Stamp {
+        generation: pipeline.metadata.generation,
+        now: Time(Timestamp::now()),
+    };
 
-    // First pass of a generation: every condition exists (Unknown if new) and kstatus says
-    // we are working on it, before anything slow happens.
-    let now = now();
-    for type_ in REPORTED {
-        conditions::ensure_present(
-            &mut status.current.conditions,
-            type_,
-            status.generation,
-            &now,
-        );
-    }
-    if status.current.observed_generation != status.generation {
-        status.current.observed_generation = status.generation;
-        conditions::set_or_remove(
-            &mut status.current.conditions,
-            condition::RECONCILING,
-            Some((
-                "NewGeneration",
-                "converging AWS and cluster resources to the new spec",
-            )),
-            status.generation,
-            &now,
-        );
-    }
+    outcome::begin(&mut status.current, &stamp());
     status.flush().await?;
 
     let desired = match aws::desired(&pipeline, &ctx.config.aws_settings) {
         Ok(desired) => desired,
         Err(err) => {
-            // Only a spec that bypassed validation gets here; retrying cannot help.
             let message = err.to_string();
-            status.set(condition::READY, FALSE, "InvalidSpec", &message);
-            stall(&mut status, "InvalidSpec", &message);
-            status.flush().await?;
-            ctx.publish(
-                &pipeline,
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                &message,
-            )
-            .await;
+            outcome::invalid_spec(&mut status.current, &stamp(), &message);
+            finish(&pipeline, ctx, &mut status).await?;
             return Ok(Action::await_change());
         }
     };
 
-    let mut not_ready: Option<(String, String)> = None;
+    let mut not_ready = None;
     for part in Part::ALL {
         let mut outputs = status.current.outputs.clone();
         let result = aws::ensure(&ctx.aws, &desired, part, &mut outputs).await;
         status.current.outputs = outputs;
         let result = match (part, result) {
             (Part::WorkerIdentity, Ok(report)) if report.is_ready() => {
-                apply_children(&pipeline, ctx, &mut status, report).await
+                apply_children(&pipeline, ctx, &mut status.current, report).await
             }
             (_, result) => result,
         };
         match result {
             Ok(report) => {
                 announce(&pipeline, ctx, &report).await;
-                match report.readiness {
-                    Readiness::Ready => status.set(
-                        part.condition_type(),
-                        TRUE,
-                        "Ready",
-                        &ready_message(part, &status.current),
-                    ),
-                    Readiness::NotReady { reason, message } => {
-                        status.set(part.condition_type(), FALSE, &reason, &message);
-                        not_ready.get_or_insert((reason, format!("{}: {message}", part.as_str())));
-                    }
-                }
+                let message = ready_message(part, &status.current);
+                let this = outcome::part_done(
+                    &mut status.current,
+                    &stamp(),
+                    part,
+                    &report.readiness,
+                    &message,
+                );
+                not_ready = not_ready.or(this);
                 status.flush().await?;
             }
             Err(err) => {
-                let (reason, message) = failure_reason(&err);
-                status.set(part.condition_type(), FALSE, reason, &message);
-                status.set(
-                    condition::READY,
-                    FALSE,
-                    reason,
-                    &format!("{}: {message}", part.as_str()),
-                );
+                let (reason, message) =
+                    outcome::part_failed(&mut status.current, &stamp(), part, &err);
                 ctx.publish(
                     &pipeline,
                     EventType::Warning,
@@ -194,81 +114,28 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                     &message,
                 )
                 .await;
+                finish(&pipeline, ctx, &mut status).await?;
                 if err.is_conflict() {
-                    // A human must resolve it; retrying on a timer would only repeat the Event.
-                    stall(&mut status, "Conflict", &message);
-                    finish(&pipeline, ctx, &mut status).await?;
+                    // A human must resolve it; a timer would only repeat the Event. The resync
+                    // still notices when the conflicting resource is gone.
                     return Ok(Action::requeue(ctx.config.resync_interval));
                 }
-                conditions::set_or_remove(
-                    &mut status.current.conditions,
-                    condition::RECONCILING,
-                    Some(("Retrying", message.as_str())),
-                    status.generation,
-                    &Time(Timestamp::now()),
-                );
-                finish(&pipeline, ctx, &mut status).await?;
                 return Err(err);
             }
         }
     }
 
-    conditions::set_or_remove(
-        &mut status.current.conditions,
-        condition::STALLED,
-        None,
-        status.generation,
-        &now,
-    );
-    let action = match &not_ready {
-        None => {
-            status.set(
-                condition::READY,
-                TRUE,
-                "Ready",
-                "every AWS resource and the worker are provisioned",
-            );
-            conditions::set_or_remove(
-                &mut status.current.conditions,
-                condition::RECONCILING,
-                None,
-                status.generation,
-                &now,
-            );
-            Action::requeue(ctx.config.resync_interval)
-        }
-        Some((reason, message)) => {
-            status.set(condition::READY, FALSE, reason, message);
-            conditions::set_or_remove(
-                &mut status.current.conditions,
-                condition::RECONCILING,
-                Some((reason.as_str(), message.as_str())),
-                status.generation,
-                &now,
-            );
-            Action::requeue(ctx.config.not_ready_requeue)
-        }
-    };
+    let next = outcome::conclude(&mut status.current, &stamp(), not_ready.as_ref());
     finish(&pipeline, ctx, &mut status).await?;
     ctx.reset_failures(&pipeline);
-    Ok(action)
+    Ok(match next {
+        Next::Resync => Action::requeue(ctx.config.resync_interval),
+        Next::Soon => Action::requeue(ctx.config.not_ready_requeue),
+    })
 }
 
-fn stall(status: &mut StatusWriter, reason: &str, message: &str) {
-    let generation = status.generation;
-    let now = now();
-    let conditions = &mut status.current.conditions;
-    conditions::set_or_remove(
-        conditions,
-        condition::STALLED,
-        Some((reason, message)),
-        generation,
-        &now,
-    );
-    conditions::set_or_remove(conditions, condition::RECONCILING, None, generation, &now);
-}
-
-/// Writes the final status and announces condition transitions as Events.
+/// Writes the final status and announces condition transitions as Events (Warning when a
+/// condition turned False).
 async fn finish(
     pipeline: &TrackingPipeline,
     ctx: &Context,
@@ -277,18 +144,13 @@ async fn finish(
     status.flush().await?;
     for changed in conditions::transitions(&status.original.conditions, &status.current.conditions)
     {
-        let type_ = if changed.status == FALSE {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
         if changed.status == UNKNOWN || changed.type_ == condition::RECONCILING {
             continue;
         }
-        let reason = if changed.status == TRUE {
-            changed.type_.clone()
+        let (type_, reason) = if changed.status == FALSE {
+            (EventType::Warning, changed.reason.clone())
         } else {
-            changed.reason.clone()
+            (EventType::Normal, changed.type_.clone())
         };
         ctx.publish(pipeline, type_, &reason, &changed.type_, &changed.message)
             .await;
@@ -341,10 +203,10 @@ async fn announce(pipeline: &TrackingPipeline, ctx: &Context, report: &PartRepor
 async fn apply_children(
     pipeline: &TrackingPipeline,
     ctx: &Context,
-    status: &mut StatusWriter,
+    status: &mut TrackingPipelineStatus,
     mut report: PartReport,
 ) -> Result<PartReport> {
-    let outputs = &status.current.outputs;
+    let outputs = &status.outputs;
     let (Some(queue_url), Some(dlq_url), Some(table_name)) = (
         outputs.queue_url.clone(),
         outputs.dead_letter_queue_url.clone(),
@@ -360,7 +222,6 @@ async fn apply_children(
         .worker
         .service_account;
     let role_arn = status
-        .current
         .outputs
         .worker_role_arn
         .clone()
@@ -371,10 +232,10 @@ async fn apply_children(
     )
     .await?;
 
-    status.current.outputs.outputs_config_map = Some(k8s::config_map_name(pipeline));
+    status.outputs.outputs_config_map = Some(k8s::config_map_name(pipeline));
     k8s::apply(
         &ctx.client,
-        &k8s::outputs_config_map(pipeline, &status.current.outputs)?,
+        &k8s::outputs_config_map(pipeline, &status.outputs)?,
     )
     .await?;
 

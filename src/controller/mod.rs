@@ -9,6 +9,7 @@ mod backoff;
 mod cleanup;
 pub mod conditions;
 pub mod leader;
+mod outcome;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -130,6 +130,7 @@ pub fn message(p: &TrackingPipeline, type_: &str) -> Option<String> {
 pub async fn wait_ready(api: &Api<TrackingPipeline>, name: &str) -> TrackingPipeline {
     wait_for(api, name, "Ready=True", |p| {
         is(p, "Ready", "True")
+            && reason(p, "Reconciling").is_none()
             && p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
     })
     .await
