@@ -140,3 +140,58 @@ async fn only_one_replica_holds_the_lease_until_it_stops_renewing() {
     assert!(b.try_acquire_or_renew().await.unwrap());
     assert!(!a.try_acquire_or_renew().await.unwrap());
 }
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, response)
+}
+
+#[tokio::test]
+async fn health_readiness_and_controller_runtime_metrics() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use tracking_operator::aws::CallCounter;
+    use tracking_operator::http::{Health, serve};
+    use tracking_operator::metrics::Metrics;
+
+    let port = testenv::process::free_port();
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new(CallCounter::new()));
+    metrics.reconciled(None);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(serve(addr, health.clone(), metrics));
+    let get = move |path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "HTTP server did not start");
+    assert_eq!(get("/healthz").await.unwrap().0, 200);
+    assert_eq!(
+        get("/readyz").await.unwrap().0,
+        503,
+        "not ready before the CRD is seen"
+    );
+    health.crd_present.store(true, Ordering::Relaxed);
+    health.running.store(true, Ordering::Relaxed);
+    assert_eq!(get("/readyz").await.unwrap().0, 200);
+    let (code, body) = get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#"controller_runtime_reconcile_total{controller="trackingpipeline",result="success"} 1"#),
+        "{body}"
+    );
+}
