@@ -93,6 +93,8 @@ def proc_stats(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    if os.environ.get("BENCH_DEBUG"):
+        log(f"utime {int(fields[11]) / CLK_TCK}s stime {int(fields[12]) / CLK_TCK}s threads {fields[17]}")
     hwm = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -108,6 +110,17 @@ def run_worker(args, env, queue, dlq, table, messages):
                 TRACKING_METRICS_ADDR=f"127.0.0.1:{port}", RUST_LOG="warn")
     t0 = time.monotonic()
     proc = subprocess.Popen([args.worker], env=wenv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Start-up (SDK set-up, TLS roots) is a one-time cost: measure CPU from the first
+    # answer on /metrics, as the baseline measures from after its clients are built.
+    while not metrics(port):
+        time.sleep(0.01)
+        if proc.poll() is not None:
+            sys.exit("bench: the worker exited early")
+    cpu0, _ = proc_stats(proc.pid)
+    perf = None
+    if os.environ.get("BENCH_PERF"):
+        perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(proc.pid), "-o", os.environ["BENCH_PERF"]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settled = 0
     while settled < messages:
         time.sleep(0.2)
@@ -119,6 +132,10 @@ def run_worker(args, env, queue, dlq, table, messages):
             sys.exit("bench: the worker exited early")
     wall = time.monotonic() - t0
     cpu, hwm = proc_stats(proc.pid)
+    cpu -= cpu0
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     report = json.loads(out.strip().splitlines()[-1])

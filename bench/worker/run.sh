@@ -33,7 +33,7 @@ wait_port() { # $1 = port, $2 = name
 
 echo "bench: building release binaries" >&2
 (cd "$ROOT" && cargo build --release -p tracking-worker --bins >&2)
-WORKER="$ROOT/target/release/tracking-worker"
+WORKER="${BENCH_WORKER:-$ROOT/target/release/tracking-worker}"
 TRACKCTL="$ROOT/target/release/trackctl"
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
