@@ -10,7 +10,7 @@ mod controller_support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use controller_support::*;
@@ -37,8 +37,11 @@ impl OperatorProcess {
             .env("AWS_REGION", testenv::REGION)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env(
+                "RUST_LOG",
+                "info,kube=warn,aws_smithy_runtime=warn,aws_config=warn",
+            )
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("start tracking-operator");

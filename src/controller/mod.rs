@@ -176,10 +176,11 @@ impl Context {
 
 async fn reconcile(pipeline: Arc<TrackingPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let reconcile_id = format!("{:016x}", rand::rng().random::<u64>());
+    // `pipeline`, not `name`: the JSON formatter already writes the span's own name as `name`.
     let span = info_span!(
         "reconcile",
         namespace = %pipeline.namespace().unwrap_or_default(),
-        name = %pipeline.name_any(),
+        pipeline = %pipeline.name_any(),
         reconcile_id = %reconcile_id,
     );
     async move {
@@ -208,7 +209,7 @@ fn error_policy(pipeline: Arc<TrackingPipeline>, err: &Error, ctx: Arc<Context>)
     let retry = ctx.next_retry(&pipeline);
     warn!(
         namespace = %pipeline.namespace().unwrap_or_default(),
-        name = %pipeline.name_any(),
+        pipeline = %pipeline.name_any(),
         error = %err,
         retry_in_ms = retry.as_millis() as u64,
         "reconcile failed"
@@ -277,7 +278,10 @@ pub async fn run(
         .predicate_filter(predicates::resource_version, Default::default());
 
     health.running.store(true, Ordering::Relaxed);
-    info!(namespace = ?namespace, "controller started");
+    info!(
+        namespace = namespace.as_deref().unwrap_or("(all)"),
+        "controller started"
+    );
     Controller::for_stream(pipelines, reader)
         .owns_stream(deployments)
         .owns_stream(config_maps)
