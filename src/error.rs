@@ -22,6 +22,11 @@ pub enum Error {
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
+    /// A cluster object with a child's name that this pipeline does not control; it is
+    /// never taken over.
+    #[error("{resource} already exists and is not controlled by this pipeline")]
+    ChildConflict { resource: String },
+
     /// This replica lost the leader-election Lease; it must stop reconciling.
     #[error("lost the leader-election Lease {0}")]
     LeaseLost(String),
@@ -73,6 +78,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::LeaseLost(_) => "lease",
+            Error::ChildConflict { .. } => "conflict",
             Error::Aws { .. } | Error::AwsUnexpected { .. } | Error::AwsDependency { .. } => "aws",
             Error::AwsConflict { .. } => "conflict",
         }

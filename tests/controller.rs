@@ -871,3 +871,37 @@ async fn a_queue_with_our_name_but_another_owner_stalls_the_pipeline() {
     assert_eq!(tags.get("owner").map(String::as_str), Some("someone-else"));
     assert!(!tags.contains_key("tracking-operator.io/pipeline-uid"));
 }
+
+#[tokio::test]
+async fn a_configmap_with_our_name_but_no_owner_stalls_the_pipeline() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-child-conflict").await;
+    let client = kube.client().await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let theirs: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "taken-outputs"},
+        "data": {"owner": "someone-else"}
+    }))
+    .unwrap();
+    config_maps
+        .create(&Default::default(), &theirs)
+        .await
+        .unwrap();
+
+    let _operator = moto_operator(&ns, RESYNC).await;
+    let api = pipelines(&ns).await;
+    create(&api, "taken", json!({})).await;
+    let p = wait_for(&api, "taken", "Stalled=True", |p| is(p, "Stalled", "True")).await;
+    let stalled = message(&p, "Stalled").unwrap();
+    assert!(
+        stalled.contains("ConfigMap") && stalled.contains("taken-outputs"),
+        "{stalled}"
+    );
+    assert_eq!(reason(&p, "WorkerReady").as_deref(), Some("Conflict"));
+    let after = config_maps.get("taken-outputs").await.unwrap();
+    assert!(after.metadata.owner_references.is_none(), "taken over");
+    assert_eq!(
+        after.data.unwrap().get("owner").map(String::as_str),
+        Some("someone-else")
+    );
+}

@@ -115,7 +115,7 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                 )
                 .await;
                 finish(&pipeline, ctx, &mut status).await?;
-                if err.is_conflict() {
+                if outcome::is_conflict(&err) {
                     // A human must resolve it; a timer would only repeat the Event. The resync
                     // still notices when the conflicting resource is gone.
                     return Ok(Action::requeue(ctx.config.resync_interval));

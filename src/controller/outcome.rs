@@ -121,9 +121,14 @@ pub fn part_done(
     }
 }
 
+/// Someone else's resource holds our name (in AWS or in the cluster): a human must act.
+pub fn is_conflict(err: &Error) -> bool {
+    err.is_conflict() || matches!(err, Error::ChildConflict { .. })
+}
+
 /// How a part's failure reads in its condition: the AWS error code first.
 pub fn failure_reason(err: &Error) -> (&'static str, String) {
-    if err.is_conflict() {
+    if is_conflict(err) {
         return ("Conflict", err.to_string());
     }
     match err.aws_code() {
@@ -159,7 +164,7 @@ pub fn part_failed(
         reason,
         &format!("{}: {message}", part.as_str()),
     );
-    if err.is_conflict() {
+    if is_conflict(err) {
         stall(status, stamp, reason, &message);
     } else {
         kstatus(

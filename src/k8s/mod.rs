@@ -74,7 +74,23 @@ pub fn child_meta(pipeline: &TrackingPipeline, name: String) -> Result<ObjectMet
     })
 }
 
-/// Server-side apply under [`FIELD_MANAGER`], forced (see there why).
+/// Whether `existing` is controlled by the owner `ours` names (same uid).
+pub fn controlled_by(existing: &ObjectMeta, ours: &ObjectMeta) -> bool {
+    let our_uid = ours
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str());
+    existing
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == our_uid)
+}
+
+/// Server-side apply under [`FIELD_MANAGER`], forced (see there why). An object with the
+/// child's name that the pipeline does not control is never taken over.
 pub async fn apply<K>(client: &Client, object: &K) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -87,6 +103,13 @@ where
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("child object without namespace".into()))?;
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    if let Some(existing) = api.get_metadata_opt(&object.name_any()).await? {
+        if !controlled_by(existing.meta(), object.meta()) {
+            return Err(Error::ChildConflict {
+                resource: format!("{} {namespace}/{}", K::kind(&()), object.name_any()),
+            });
+        }
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Ok(api
         .patch(&object.name_any(), &params, &Patch::Apply(object))
@@ -129,6 +152,19 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.ends_with("-worker"));
         assert_eq!(a, bounded(&long_a, "-worker", 63));
+    }
+
+    #[test]
+    fn only_our_own_children_are_controlled_by_us() {
+        let p = fixtures::pipeline();
+        let ours = child_meta(&p, "x".into()).unwrap();
+        assert!(controlled_by(&ours, &ours));
+        assert!(!controlled_by(&ObjectMeta::default(), &ours));
+        let mut other = ours.clone();
+        if let Some(refs) = other.owner_references.as_mut() {
+            refs[0].uid = "someone-else".into();
+        }
+        assert!(!controlled_by(&other, &ours));
     }
 
     #[test]
