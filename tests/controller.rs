@@ -756,6 +756,18 @@ async fn delete_policy_removes_everything_but_keys_pending_deletion() {
             Some("PendingDeletion"),
             "{key}"
         );
+        // Scheduled with the spec's window (10 days), not deleted at once.
+        let when = meta.deletion_date().expect("deletion date").secs();
+        let in_days = (when
+            - std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64) as f64
+            / 86_400.0;
+        assert!(
+            (9.5..=10.5).contains(&in_days),
+            "{key} deleted in {in_days} days"
+        );
     }
 }
 
