@@ -917,3 +917,83 @@ async fn a_configmap_with_our_name_but_no_owner_stalls_the_pipeline() {
         Some("someone-else")
     );
 }
+
+#[tokio::test]
+async fn with_the_clusters_oidc_provider_the_worker_gets_an_irsa_role() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-irsa").await;
+    let provider =
+        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE";
+    let _operator = Operator::start_with(&testenv::moto().endpoint(), &ns, RESYNC, |config| {
+        config.aws_settings.oidc_provider_arn = Some(provider.to_string());
+    })
+    .await;
+    let api = pipelines(&ns).await;
+    create(&api, "irsa", json!({})).await;
+    let p = wait_ready(&api, "irsa").await;
+    let o = p.status.clone().unwrap().outputs;
+    let role_arn = o
+        .worker_role_arn
+        .clone()
+        .expect("status.outputs.workerRoleArn");
+
+    // The ServiceAccount carries the role, and the role trusts exactly that ServiceAccount.
+    let client = kube.client().await;
+    let sa = Api::<ServiceAccount>::namespaced(client, &ns)
+        .get("irsa-worker")
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.annotations().get("eks.amazonaws.com/role-arn"),
+        Some(&role_arn)
+    );
+    let iam = aws_sdk_iam::Client::new(&testenv::moto().sdk_config().await);
+    let role_name = role_arn.rsplit('/').next().unwrap();
+    let role = iam
+        .get_role()
+        .role_name(role_name)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
+    let trust = urlencoding_decode(role.assume_role_policy_document().unwrap_or_default());
+    assert!(
+        trust.contains(&format!("system:serviceaccount:{ns}:irsa-worker")),
+        "{trust}"
+    );
+    assert!(trust.contains("sts:AssumeRoleWithWebIdentity"), "{trust}");
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -30,6 +30,16 @@ pub struct Operator {
 impl Operator {
     /// An operator for `namespace` with its AWS calls going to `endpoint`.
     pub async fn start(endpoint: &str, namespace: &str, resync: Duration) -> Operator {
+        Self::start_with(endpoint, namespace, resync, |_| {}).await
+    }
+
+    /// Like [`Operator::start`], with the operator's settings adjusted by `configure`.
+    pub async fn start_with(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        configure: impl FnOnce(&mut Config),
+    ) -> Operator {
         let client = testenv::kube().client().await;
         let sdk = testenv::sdk_config_for(endpoint).await;
         let calls = CallCounter::new();
@@ -42,6 +52,7 @@ impl Operator {
         config.error_backoff_max = Duration::from_secs(5);
         config.namespace = Some(namespace.to_string());
         config.endpoint_url = Some(endpoint.to_string());
+        configure(&mut config);
         let ctx = Arc::new(Context::new(client, &sdk, config, metrics.clone(), aws));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, Arc::new(Health::default()), async {
