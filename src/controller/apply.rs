@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::Context;
 use super::conditions::{self, FALSE, UNKNOWN};
 use super::outcome::{self, Next, Stamp};
-use crate::api::{TrackingPipeline, TrackingPipelineStatus, condition};
+use crate::api::{Outputs, TrackingPipeline, TrackingPipelineStatus, condition};
 use crate::aws::{self, Part, PartReport, Readiness};
 use crate::error::Result;
 use crate::k8s;
@@ -40,12 +40,28 @@ impl StatusWriter {
             .patch_status(
                 &self.name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "status": self.current })),
+                &Patch::Merge(status_patch(&self.current)),
             )
             .await?;
         self.written = self.current.clone();
         Ok(())
     }
+}
+
+/// A JSON merge patch keeps every key it is not told about, so an output that is no longer
+/// known (e.g. the worker role after the OIDC setting was removed) is sent as null.
+fn status_patch(status: &TrackingPipelineStatus) -> serde_json::Value {
+    let mut patch = json!({ "status": status });
+    if let Some(outputs) = patch["status"]["outputs"].as_object_mut() {
+        let schema = schemars::schema_for!(Outputs);
+        let known = schema.get("properties").and_then(|p| p.as_object());
+        for key in known.into_iter().flat_map(|p| p.keys()) {
+            outputs
+                .entry(key.clone())
+                .or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
 }
 
 pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Action> {
@@ -255,4 +271,21 @@ async fn apply_children(
     };
     k8s::apply(&ctx.client, &k8s::worker_deployment(pipeline, &inputs)?).await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_no_longer_known_are_cleared_by_the_patch() {
+        let mut status = TrackingPipelineStatus::default();
+        status.outputs.queue_url = Some("http://q".into());
+        let patch = status_patch(&status);
+        let outputs = &patch["status"]["outputs"];
+        assert_eq!(outputs["queueUrl"], "http://q");
+        assert!(outputs["workerRoleArn"].is_null());
+        assert!(outputs.as_object().unwrap().contains_key("workerRoleArn"));
+        assert_eq!(outputs.as_object().unwrap().len(), 15);
+    }
 }
