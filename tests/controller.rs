@@ -997,3 +997,31 @@ fn urlencoding_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn an_edited_worker_deployment_is_put_back_by_the_owner_watch() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-child-drift").await;
+    // A long resync: only the `.owns()` watch can bring the change back in time.
+    let _operator = moto_operator(&ns, RESYNC).await;
+    let api = pipelines(&ns).await;
+    create(&api, "edited", json!({"worker": {"replicas": 1}})).await;
+    wait_ready(&api, "edited").await;
+    let deployments = Api::<Deployment>::namespaced(kube.client().await, &ns);
+    let edit = json!({"spec": {"replicas": 5}});
+    deployments
+        .patch("edited-worker", &PatchParams::apply("someone-else").force(), &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "edited-worker"}, "spec": edit["spec"]
+        })))
+        .await
+        .unwrap();
+    let restored = eventually(|| {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("edited-worker").await.unwrap();
+            d.spec.and_then(|s| s.replicas) == Some(1)
+        }
+    })
+    .await;
+    assert!(restored, "the operator did not restore spec.replicas");
+}
