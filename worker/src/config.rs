@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -13,6 +14,21 @@ use crate::contract::{SettingsError, WorkerSettings};
 pub const DRAIN_SECONDS_ENV: &str = "TRACKING_DRAIN_SECONDS";
 pub const DEFAULT_DRAIN_SECONDS: u64 = 25;
 
+/// Worker-only knob: how a batch's updates reach the table.
+pub const WRITE_MODE_ENV: &str = "TRACKING_WRITE_MODE";
+
+/// How a batch's updates are written. Both are exactly-once (conditional puts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// One conditional `PutItem` per update, concurrently (the default: one write unit per
+    /// update, and what every DynamoDB emulator implements correctly).
+    Put,
+    /// One `TransactWriteItems` of conditional puts per batch: about ten times fewer calls
+    /// and much less CPU per message, at twice the write units. Not for moto, whose
+    /// transaction rollback restores a whole-table snapshot and loses concurrent writes.
+    Transaction,
+}
+
 /// Everything [`crate::run`] needs besides the AWS configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -20,6 +36,7 @@ pub struct Config {
     pub drain: Duration,
     /// Identifies this replica in bookkeeping items (the pod name in Kubernetes).
     pub replica: String,
+    pub write_mode: WriteMode,
 }
 
 impl Config {
@@ -28,6 +45,7 @@ impl Config {
             settings,
             drain: Duration::from_secs(DEFAULT_DRAIN_SECONDS),
             replica: replica_name(),
+            write_mode: WriteMode::Put,
         }
     }
 
@@ -42,6 +60,19 @@ impl Config {
                 reason: "not a whole number".into(),
             })?;
             config.drain = Duration::from_secs(secs);
+        }
+        if let Ok(raw) = std::env::var(WRITE_MODE_ENV) {
+            config.write_mode = match raw.trim() {
+                "" | "put" => WriteMode::Put,
+                "transaction" => WriteMode::Transaction,
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        var: WRITE_MODE_ENV,
+                        value: raw.clone(),
+                        reason: "must be put or transaction".into(),
+                    });
+                }
+            };
         }
         Ok(config)
     }
@@ -68,10 +99,12 @@ pub async fn sdk_config(settings: &WorkerSettings) -> SdkConfig {
 }
 
 /// The worker does its own retrying (with visibility extension and throttle counting), so
-/// the SDK makes one attempt per call; timeouts bound a backend that hangs instead of refusing.
+/// the SDK makes one attempt per call; timeouts bound a backend that hangs instead of
+/// refusing (which also makes the SDK's per-poll stalled-stream monitor redundant).
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::config::Builder::from(sdk)
         .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(timeouts(Duration::from_secs(30)))
         .build();
     aws_sdk_sqs::Client::from_conf(conf)
@@ -80,6 +113,7 @@ pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
     let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
         .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(timeouts(Duration::from_secs(10)))
         .build();
     aws_sdk_dynamodb::Client::from_conf(conf)

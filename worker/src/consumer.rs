@@ -14,10 +14,11 @@ use aws_sdk_sqs::types::{
 use chrono::Utc;
 use futures::future::join_all;
 
+use crate::config::WriteMode;
 use crate::error::{Error, Result};
 use crate::model::{self, Parsed, Poison};
 use crate::retry::{abandoned, backoff, with_backoff};
-use crate::store::PutOutcome;
+use crate::store::{ItemVerdict, PutOutcome, TransactOutcome};
 use crate::worker::Ctx;
 
 /// SQS's limit per receive and per batch call.
@@ -217,14 +218,32 @@ fn spawn_heartbeat(
 async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
     let started = Instant::now();
     let messages = std::mem::take(&mut batch.messages);
-    let outcomes = join_all(messages.iter().map(|m| handle(ctx, m))).await;
+    let mut outcomes: Vec<Option<Outcome>> = (0..messages.len()).map(|_| None).collect();
+    let mut updates = Vec::new();
+    let mut others = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match model::parse(m.body().unwrap_or_default()) {
+            Ok(Parsed::Update(u)) => updates.push((i, u)),
+            parsed => others.push((i, parsed)),
+        }
+    }
+    let (written, other) = futures::join!(
+        write_updates(ctx, &messages, updates),
+        join_all(others.into_iter().map(|(i, parsed)| {
+            let message = &messages[i];
+            async move { (i, handle_other(ctx, message, parsed).await) }
+        })),
+    );
+    for (i, outcome) in written.into_iter().chain(other) {
+        outcomes[i] = Some(outcome);
+    }
     // Stop extending before settling, so a retried message keeps its backoff.
     if let Some(h) = batch.heartbeat.take() {
         h.abort();
     }
     let mut deletes = Vec::new();
     for (message, outcome) in messages.iter().zip(outcomes) {
-        match outcome {
+        match outcome.unwrap_or(Outcome::Leave) {
             Outcome::Delete => {
                 if let Some(r) = message.receipt_handle() {
                     deletes.push(r.to_string());
@@ -244,11 +263,171 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
         .observe(started.elapsed().as_secs_f64());
 }
 
-async fn handle(ctx: &Ctx, message: &Message) -> Outcome {
-    let body = message.body().unwrap_or_default();
-    match model::parse(body) {
-        Ok(Parsed::Update(update)) => {
+/// Most updates a single `TransactWriteItems` call may carry.
+const TRANSACT_MAX: usize = 100;
+
+/// Writes a batch's updates: repeats inside the batch are duplicates outright; the rest go
+/// to the table as concurrent conditional puts or, in [`WriteMode::Transaction`], in
+/// transactions of conditional puts (a lone update in a plain put), a cancelled transaction
+/// being retried without the items it names as already written.
+async fn write_updates(
+    ctx: &Ctx,
+    messages: &[Message],
+    updates: Vec<(usize, Box<model::TrackingUpdate>)>,
+) -> Vec<(usize, Outcome)> {
+    let mut out = Vec::with_capacity(updates.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = Vec::with_capacity(updates.len());
+    for (i, update) in updates {
+        if seen.insert((update.tracking_id.clone(), update.sort_key())) {
             let item = update.to_item(
+                messages[i].message_id().unwrap_or_default(),
+                Utc::now(),
+                ctx.config.settings.ttl_days,
+            );
+            pending.push((i, update.status.clone(), item));
+        } else {
+            ctx.metrics.record_duplicate();
+            ctx.counters.record_duplicate();
+            out.push((i, Outcome::Delete));
+        }
+    }
+    if ctx.config.write_mode == WriteMode::Put {
+        let puts = join_all(pending.iter().map(|(i, status, item)| async move {
+            let put = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+                ctx.store.put_new(item.clone())
+            })
+            .await;
+            (*i, settle_put(ctx, &messages[*i], status, put))
+        }))
+        .await;
+        out.extend(puts);
+        return out;
+    }
+    for chunk in pending.chunks(TRANSACT_MAX) {
+        let mut todo: Vec<&(usize, String, _)> = chunk.iter().collect();
+        let mut round = 0u32;
+        while !todo.is_empty() {
+            if let [(i, status, item)] = todo[..] {
+                let put = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+                    ctx.store.put_new(item.clone())
+                })
+                .await;
+                out.push((*i, settle_put(ctx, &messages[*i], status, put)));
+                break;
+            }
+            let items: Vec<_> = todo.iter().map(|(_, _, item)| item.clone()).collect();
+            let token = transaction_token(&items, round);
+            let sent = with_backoff(
+                &ctx.metrics,
+                &ctx.abandon,
+                "dynamodb",
+                "TransactWriteItems",
+                || ctx.store.put_new_all(&items, &token),
+            )
+            .await;
+            match sent {
+                Ok(TransactOutcome::AllWritten) => {
+                    for (i, status, _) in &todo {
+                        out.push((
+                            *i,
+                            settle_put(ctx, &messages[*i], status, Ok(PutOutcome::Written)),
+                        ));
+                    }
+                    break;
+                }
+                Ok(TransactOutcome::Cancelled(verdicts)) => {
+                    let mut keep = Vec::with_capacity(todo.len());
+                    let mut contended = false;
+                    for (entry, verdict) in todo.into_iter().zip(verdicts) {
+                        let (i, status, _) = entry;
+                        match verdict {
+                            ItemVerdict::Fine => keep.push(entry),
+                            ItemVerdict::Retry => {
+                                contended = true;
+                                keep.push(entry);
+                            }
+                            ItemVerdict::AlreadyExists => out.push((
+                                *i,
+                                settle_put(
+                                    ctx,
+                                    &messages[*i],
+                                    status,
+                                    Ok(PutOutcome::AlreadyExists),
+                                ),
+                            )),
+                            ItemVerdict::Rejected => out.push((*i, Outcome::Retry("store"))),
+                        }
+                    }
+                    if contended {
+                        ctx.metrics.throttled("dynamodb", "TransactWriteItems");
+                        tokio::time::sleep(backoff(round)).await;
+                    }
+                    todo = keep;
+                    round = round.saturating_add(1);
+                }
+                Err(e) => {
+                    for (i, _, _) in &todo {
+                        out.push((*i, failed(ctx, &messages[*i], &e, "store")));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Same items and round → same token, so a retry of a call whose answer was lost is
+/// answered from DynamoDB's idempotency record instead of being applied twice.
+fn transaction_token(
+    items: &[std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>],
+    round: u32,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for item in items {
+        for key in [model::attr::TRACKING_ID, model::attr::TIMESTAMP] {
+            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) = item.get(key) {
+                h.update(v.as_bytes());
+            }
+            h.update([0]);
+        }
+    }
+    h.update(round.to_be_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+fn settle_put(ctx: &Ctx, message: &Message, status: &str, put: Result<PutOutcome>) -> Outcome {
+    match put {
+        Ok(PutOutcome::Written) => {
+            ctx.metrics.record_written();
+            ctx.counters.record_status(status);
+            Outcome::Delete
+        }
+        Ok(PutOutcome::AlreadyExists) => {
+            ctx.metrics.record_duplicate();
+            ctx.counters.record_duplicate();
+            Outcome::Delete
+        }
+        Err(e) => failed(ctx, message, &e, "store"),
+    }
+}
+
+async fn handle_other(
+    ctx: &Ctx,
+    message: &Message,
+    parsed: std::result::Result<Parsed, Poison>,
+) -> Outcome {
+    match parsed {
+        Ok(Parsed::Maintenance(request)) => {
+            match crate::maintenance::run_daily(ctx, &request, message).await {
+                Ok(()) => Outcome::Delete,
+                Err(e) => failed(ctx, message, &e, "maintenance"),
+            }
+        }
+        Ok(Parsed::Update(u)) => {
+            let item = u.to_item(
                 message.message_id().unwrap_or_default(),
                 Utc::now(),
                 ctx.config.settings.ttl_days,
@@ -257,25 +436,7 @@ async fn handle(ctx: &Ctx, message: &Message) -> Outcome {
                 ctx.store.put_new(item.clone())
             })
             .await;
-            match put {
-                Ok(PutOutcome::Written) => {
-                    ctx.metrics.record_written();
-                    ctx.counters.record_status(&update.status);
-                    Outcome::Delete
-                }
-                Ok(PutOutcome::AlreadyExists) => {
-                    ctx.metrics.record_duplicate();
-                    ctx.counters.record_duplicate();
-                    Outcome::Delete
-                }
-                Err(e) => failed(ctx, message, &e, "store"),
-            }
-        }
-        Ok(Parsed::Maintenance(request)) => {
-            match crate::maintenance::run_daily(ctx, &request, message).await {
-                Ok(()) => Outcome::Delete,
-                Err(e) => failed(ctx, message, &e, "maintenance"),
-            }
+            settle_put(ctx, message, &u.status, put)
         }
         Err(poison) => dead_letter(ctx, message, &poison).await,
     }

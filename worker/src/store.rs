@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use crate::error::ErrorClass;
 
 use crate::error::{Error, Result};
 use crate::model::attr;
@@ -14,6 +17,39 @@ pub enum PutOutcome {
     Written,
     /// The key already existed: the update was written before (a duplicate, not an error).
     AlreadyExists,
+}
+
+/// Result of [`Store::put_new_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransactOutcome {
+    AllWritten,
+    /// Nothing was written; one verdict per item, in order.
+    Cancelled(Vec<ItemVerdict>),
+}
+
+/// Why a cancelled transaction did not write an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemVerdict {
+    /// The item was fine; another one cancelled the transaction.
+    Fine,
+    AlreadyExists,
+    /// Throttling or a conflicting concurrent write: try again.
+    Retry,
+    /// The item itself was rejected (e.g. too large).
+    Rejected,
+}
+
+impl ItemVerdict {
+    pub fn from_code(code: Option<&str>) -> Self {
+        match code {
+            None | Some("None") | Some("") => ItemVerdict::Fine,
+            Some("ConditionalCheckFailed") => ItemVerdict::AlreadyExists,
+            Some("ValidationError") | Some("ItemCollectionSizeLimitExceeded") => {
+                ItemVerdict::Rejected
+            }
+            Some(_) => ItemVerdict::Retry,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -66,6 +102,57 @@ impl Store {
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => Err(Error::aws("dynamodb.PutItem", e)),
+        }
+    }
+
+    /// Puts every item unless its key exists, in one `TransactWriteItems` call: one request
+    /// for a whole batch instead of one per message (at twice the write units, which at this
+    /// volume is cents a day, against a several-fold cut in calls and CPU). A cancelled
+    /// transaction reports, per item, why (`ConditionalCheckFailed` = already written).
+    /// `token` makes a retry of a call whose answer was lost return the first outcome.
+    pub async fn put_new_all(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+        token: &str,
+    ) -> Result<TransactOutcome> {
+        let mut ops = Vec::with_capacity(items.len());
+        for item in items {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", attr::TRACKING_ID)
+                .build()
+                .map_err(|e| Error::Aws {
+                    operation: "dynamodb.TransactWriteItems",
+                    class: ErrorClass::Permanent,
+                    code: None,
+                    message: e.to_string(),
+                })?;
+            ops.push(TransactWriteItem::builder().put(put).build());
+        }
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(ops))
+            .client_request_token(token)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(TransactOutcome::AllWritten),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c))
+                    if c.cancellation_reasons().len() == items.len() =>
+                {
+                    Ok(TransactOutcome::Cancelled(
+                        c.cancellation_reasons()
+                            .iter()
+                            .map(|r| ItemVerdict::from_code(r.code()))
+                            .collect(),
+                    ))
+                }
+                _ => Err(Error::aws("dynamodb.TransactWriteItems", e)),
+            },
         }
     }
 

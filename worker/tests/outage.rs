@@ -56,7 +56,10 @@ async fn outage_delays_but_never_dead_letters_or_duplicates() {
     );
     // A write whose answer the outage cut off is absorbed as a duplicate on retry, so the
     // split between written and duplicates may shift by those; the table is the proof.
-    assert!(report.written <= 400 && report.written + report.duplicates >= total, "{report:?}");
+    assert!(
+        report.written <= 400 && report.written + report.duplicates >= total,
+        "{report:?}"
+    );
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     let keys = p.update_keys().await;
     assert_eq!(keys.len(), 400, "exactly once");
