@@ -107,6 +107,8 @@ def run_worker(args, env, queue, dlq, table, messages):
     port = 19090
     wenv = dict(env, TRACKING_QUEUE_URL=queue, TRACKING_DEAD_LETTER_QUEUE_URL=dlq, TRACKING_TABLE_NAME=table,
                 TRACKING_PIPELINE="bench/worker", TRACKING_CONCURRENCY=str(args.concurrency),
+                TRACKING_BATCH_SIZE=str(args.batch_size), TRACKING_MAX_BATCHING_WINDOW_SECONDS=str(args.window),
+                TRACKING_WRITE_MODE=args.write_mode,
                 TRACKING_METRICS_ADDR=f"127.0.0.1:{port}", RUST_LOG="warn")
     t0 = time.monotonic()
     proc = subprocess.Popen([args.worker], env=wenv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -142,6 +144,16 @@ def run_worker(args, env, queue, dlq, table, messages):
     return dict(report, wall_seconds=wall, cpu_seconds=cpu, peak_rss_kib=hwm)
 
 
+def count_items(ddb, table):
+    n, kwargs = 0, {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = ddb.scan(**kwargs)
+        n += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return n
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def run_baseline(args, env, queue, table, valid_messages):
     out = subprocess.run(
         [sys.executable, os.path.join(os.path.dirname(__file__), "baseline.py"),
@@ -161,6 +173,9 @@ def main():
     ap.add_argument("--poison-percent", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--window", type=int, default=1, help="batching window, seconds")
+    ap.add_argument("--write-mode", choices=["put", "transaction"], default="put")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--shallow", action="store_true", help="produce while draining (for moto)")
     args = ap.parse_args()
@@ -178,6 +193,7 @@ def main():
     log(f"draining {messages} messages with the worker")
     w = run_worker(args, env, queue, dlq, table, messages)
     log(f"worker done in {w['wall_seconds']:.1f}s")
+    w["table_items"] = count_items(ddb, table)
     if args.shallow:
         filling.wait()
 
@@ -196,7 +212,8 @@ def main():
     print(f"backend: {args.backend}")
     print(f"messages: {messages} ({sent['distinct_updates']} distinct updates, "
           f"{sent['duplicates']} duplicates, {sent['poison']} poison)")
-    print(f"worker: concurrency {args.concurrency} x batch 10, release build")
+    print(f"worker: release build, concurrency {args.concurrency} x batch {args.batch_size} "
+          f"(window {args.window}s), write mode {args.write_mode}")
     rows = [("worker", w, messages)]
     if b:
         rows.append(("baseline", b, b["received"]))
@@ -206,7 +223,9 @@ def main():
               f"{1000 * r['cpu_seconds'] / n:13.3f} {r['peak_rss_kib'] / 1024:13.1f} "
               f"{r['sqs_calls'] / n:14.3f} {r['dynamodb_calls'] / n:14.3f}")
     print(f"worker: written {w['written']}, duplicates {w['duplicates']}, dead-lettered {w['dead_lettered']}, "
-          f"retried {w['throttles']}")
+          f"retried {w['throttles']}; table items {w['table_items']} "
+          f"(expected {sent['distinct_updates']} + bookkeeping: "
+          f"{'exactly once' if w['table_items'] - sent['distinct_updates'] in range(0, 3) else 'MISMATCH'})")
     if b:
         wc, bc = w["cpu_seconds"] / messages, b["cpu_seconds"] / b["received"]
         print(f"baseline: succeeded {b['succeeded']} (every duplicate written again: its sort key is the "

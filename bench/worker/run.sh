@@ -3,7 +3,9 @@
 # release-built worker and by a Python/boto3 baseline following the original Lambda, against
 # ElasticMQ (SQS) and DynamoDB Local from Maven Central. Falls back to moto when the
 # emulators cannot be had (with a shallow queue: moto slows sharply with depth).
-# Usage: bench/worker/run.sh [bench.py options, e.g. --count 5000 --skip-baseline]
+# Usage: bench/worker/run.sh [bench.py options: --count N, --concurrency N, --batch-size N,
+#        --window S, --write-mode put|transaction, --skip-baseline]
+# BENCH_NO_BUILD=1 skips the release build; BENCH_WORKER=path runs another worker binary.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -31,8 +33,10 @@ wait_port() { # $1 = port, $2 = name
   echo "bench: $2 did not start; see $CACHE/$2.log" >&2; return 1
 }
 
-echo "bench: building release binaries" >&2
-(cd "$ROOT" && cargo build --release -p tracking-worker --bins >&2)
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  echo "bench: building release binaries" >&2
+  (cd "$ROOT" && cargo build --release -p tracking-worker --bins >&2)
+fi
 WORKER="${BENCH_WORKER:-$ROOT/target/release/tracking-worker}"
 TRACKCTL="$ROOT/target/release/trackctl"
 

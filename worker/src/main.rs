@@ -3,8 +3,44 @@
 
 use tracking_worker::config::{self, Config};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// Worker-only knob: runtime threads. One is the default: the worker spends its time waiting
+/// on SQS and DynamoDB, one core handles thousands of messages a second, and a single-threaded
+/// runtime avoids cross-thread wake-ups (less CPU per message); scale out with replicas.
+const THREADS_ENV: &str = "TRACKING_WORKER_THREADS";
+
+fn main() -> std::process::ExitCode {
+    let threads: usize = match std::env::var(THREADS_ENV) {
+        Err(_) => 1,
+        Ok(raw) => match raw.trim().parse() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                eprintln!(
+                    "tracking-worker: environment variable {THREADS_ENV} is invalid: must be a whole number >= 1 (got {raw:?})"
+                );
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("tracking-worker: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(

@@ -209,3 +209,30 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancellation_codes_map_to_verdicts() {
+        assert_eq!(ItemVerdict::from_code(None), ItemVerdict::Fine);
+        assert_eq!(ItemVerdict::from_code(Some("None")), ItemVerdict::Fine);
+        assert_eq!(
+            ItemVerdict::from_code(Some("ConditionalCheckFailed")),
+            ItemVerdict::AlreadyExists
+        );
+        assert_eq!(
+            ItemVerdict::from_code(Some("TransactionConflict")),
+            ItemVerdict::Retry
+        );
+        assert_eq!(
+            ItemVerdict::from_code(Some("ThrottlingError")),
+            ItemVerdict::Retry
+        );
+        assert_eq!(
+            ItemVerdict::from_code(Some("ValidationError")),
+            ItemVerdict::Rejected
+        );
+    }
+}
