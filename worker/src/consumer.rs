@@ -162,6 +162,7 @@ async fn receive(ctx: &Ctx, max: i32, wait: i32) -> Result<Vec<Message>> {
         .max_number_of_messages(max)
         .wait_time_seconds(wait)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
         .map_err(|e| Error::aws("sqs.ReceiveMessage", e))?;
@@ -402,6 +403,9 @@ fn settle_put(ctx: &Ctx, message: &Message, status: &str, put: Result<PutOutcome
     match put {
         Ok(PutOutcome::Written) => {
             ctx.metrics.record_written();
+            if let Some(seconds) = seconds_since_sent(message, Utc::now()) {
+                ctx.metrics.end_to_end_seconds.observe(seconds);
+            }
             ctx.counters.record_status(status);
             Outcome::Delete
         }
@@ -412,6 +416,18 @@ fn settle_put(ctx: &Ctx, message: &Message, status: &str, put: Result<PutOutcome
         }
         Err(e) => failed(ctx, message, &e, "store"),
     }
+}
+
+/// Seconds from SQS's `SentTimestamp` (epoch milliseconds) to `now`; `None` when SQS did not
+/// say or the clocks disagree.
+fn seconds_since_sent(message: &Message, now: chrono::DateTime<Utc>) -> Option<f64> {
+    let sent_ms: i64 = message
+        .attributes()?
+        .get(&MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()?;
+    let ms = now.timestamp_millis().checked_sub(sent_ms)?;
+    (ms >= 0).then(|| ms as f64 / 1000.0)
 }
 
 async fn handle_other(
@@ -608,5 +624,20 @@ mod tests {
         assert_eq!(retry_delay_seconds(3, 150), 40);
         assert_eq!(retry_delay_seconds(9, 150), 150);
         assert_eq!(retry_delay_seconds(40, 0), 43_200);
+    }
+
+    #[test]
+    fn end_to_end_latency_from_sent_timestamp() {
+        let now = chrono::DateTime::from_timestamp_millis(1_700_000_002_500).unwrap();
+        let msg = |sent: &str| {
+            Message::builder()
+                .attributes(MessageSystemAttributeName::SentTimestamp, sent)
+                .build()
+        };
+        assert_eq!(seconds_since_sent(&msg("1700000000000"), now), Some(2.5));
+        // A sender clock ahead of ours, garbage, or no attribute: no observation.
+        assert_eq!(seconds_since_sent(&msg("1700000009000"), now), None);
+        assert_eq!(seconds_since_sent(&msg("soon"), now), None);
+        assert_eq!(seconds_since_sent(&Message::builder().build(), now), None);
     }
 }

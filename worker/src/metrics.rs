@@ -44,6 +44,8 @@ pub struct Metrics {
     pub aws_calls: Family<CallLabel, Counter>,
     pub maintenance: Family<ResultLabel, Counter>,
     pub batch_seconds: Histogram,
+    /// From SQS's SentTimestamp to the audit item written: what a producer waits for.
+    pub end_to_end_seconds: Histogram,
     pub in_flight: Gauge,
     cw: CloudWatchCounters,
     totals: Totals,
@@ -99,6 +101,7 @@ impl Metrics {
             aws_calls: Family::default(),
             maintenance: Family::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             in_flight: Gauge::default(),
             cw: CloudWatchCounters::default(),
             totals: Totals::default(),
@@ -144,6 +147,11 @@ impl Metrics {
             "batch_duration_seconds",
             "Time to process and delete a batch",
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "end_to_end_latency_seconds",
+            "From the message's SQS SentTimestamp until its audit item was written",
+            m.end_to_end_seconds.clone(),
         );
         registry.register(
             "messages_in_flight",
