@@ -47,9 +47,15 @@ pub struct RunArgs {
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Address of the /healthz, /readyz and /metrics endpoint.
+    /// Address of the /metrics endpoint; also of /healthz and /readyz unless --health-addr
+    /// is given.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+
+    /// Serve /healthz and /readyz on this address instead, so probes and metrics can be
+    /// exposed separately (the Helm chart does).
+    #[arg(long, env = "HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 
     /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
     #[arg(long, env = "LEADER_ELECT", default_value_t = false)]

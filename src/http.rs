@@ -34,12 +34,28 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics })
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/healthz`, `/readyz` and `/metrics` on one port.
+    All,
+    /// `/healthz` and `/readyz` only.
+    Probes,
+    /// `/metrics` only.
+    Metrics,
+}
+
+pub fn router(endpoints: Endpoints, health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+    let mut router = Router::new();
+    if endpoints != Endpoints::Metrics {
+        router = router
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz));
+    }
+    if endpoints != Endpoints::Probes {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    router.with_state(AppState { health, metrics })
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -68,9 +84,10 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 /// Serves until the process ends.
 pub async fn serve(
     addr: SocketAddr,
+    endpoints: Endpoints,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router(health, metrics)).await
+    axum::serve(listener, router(endpoints, health, metrics)).await
 }

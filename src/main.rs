@@ -82,12 +82,35 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     let metrics = Arc::new(Metrics::new(aws.calls.clone()));
     let health = Arc::new(Health::default());
 
-    let server = tokio::spawn(http::serve(
-        args.metrics_addr,
-        health.clone(),
-        metrics.clone(),
-    ));
-    info!(addr = %args.metrics_addr, "serving /healthz /readyz /metrics");
+    let server = match args.health_addr {
+        None => {
+            info!(addr = %args.metrics_addr, "serving /healthz /readyz /metrics");
+            tokio::spawn(http::serve(
+                args.metrics_addr,
+                http::Endpoints::All,
+                health.clone(),
+                metrics.clone(),
+            ))
+        }
+        Some(health_addr) => {
+            info!(addr = %health_addr, "serving /healthz /readyz");
+            info!(addr = %args.metrics_addr, "serving /metrics");
+            let probes = http::serve(
+                health_addr,
+                http::Endpoints::Probes,
+                health.clone(),
+                metrics.clone(),
+            );
+            let scrape = http::serve(
+                args.metrics_addr,
+                http::Endpoints::Metrics,
+                health.clone(),
+                metrics.clone(),
+            );
+            // Either listener failing stops the process, as the single one does.
+            tokio::spawn(async move { tokio::try_join!(probes, scrape).map(|_| ()) })
+        }
+    };
 
     wait_for_crd(&client, &health).await;
 

@@ -160,7 +160,7 @@ async fn health_readiness_and_controller_runtime_metrics() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
     use tracking_operator::aws::CallCounter;
-    use tracking_operator::http::{Health, serve};
+    use tracking_operator::http::{Endpoints, Health, serve};
     use tracking_operator::metrics::Metrics;
 
     let port = testenv::process::free_port();
@@ -168,7 +168,7 @@ async fn health_readiness_and_controller_runtime_metrics() {
     let metrics = Arc::new(Metrics::new(CallCounter::new()));
     metrics.reconciled(None);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    tokio::spawn(serve(addr, health.clone(), metrics));
+    tokio::spawn(serve(addr, Endpoints::All, health.clone(), metrics));
     let get = move |path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
     let mut up = false;
     for _ in 0..100 {
@@ -194,4 +194,42 @@ async fn health_readiness_and_controller_runtime_metrics() {
         body.contains(r#"controller_runtime_reconcile_total{controller="trackingpipeline",result="success"} 1"#),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn probes_and_metrics_on_separate_listeners() {
+    use std::sync::Arc;
+    use tracking_operator::aws::CallCounter;
+    use tracking_operator::http::{Endpoints, Health, serve};
+    use tracking_operator::metrics::Metrics;
+
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new(CallCounter::new()));
+    let probe_port = testenv::process::free_port();
+    let metrics_port = testenv::process::free_port();
+    for (port, endpoints) in [
+        (probe_port, Endpoints::Probes),
+        (metrics_port, Endpoints::Metrics),
+    ] {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::spawn(serve(addr, endpoints, health.clone(), metrics.clone()));
+    }
+    for port in [probe_port, metrics_port] {
+        let mut up = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "HTTP server on {port} did not start");
+    }
+    let get =
+        |port: u16, path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
+    assert_eq!(get(probe_port, "/healthz").await.unwrap().0, 200);
+    assert_eq!(get(probe_port, "/metrics").await.unwrap().0, 404);
+    assert_eq!(get(metrics_port, "/metrics").await.unwrap().0, 200);
+    assert_eq!(get(metrics_port, "/healthz").await.unwrap().0, 404);
+    assert_eq!(get(metrics_port, "/readyz").await.unwrap().0, 404);
 }

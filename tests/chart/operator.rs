@@ -58,6 +58,7 @@ async fn operator_with_the_charts_identity_and_flags_reconciles_the_example_to_r
     let release = testenv::unique_name("op");
     let fullname = format!("{release}-tracking-operator");
     let port = free_port()?;
+    let metrics_port = free_port()?;
     install(
         &release,
         &ns,
@@ -67,6 +68,7 @@ async fn operator_with_the_charts_identity_and_flags_reconciles_the_example_to_r
             "operator.region=us-east-1",
             &format!("operator.awsEndpointUrl={}", moto.endpoint()),
             &format!("ports.http={port}"),
+            &format!("ports.metrics={metrics_port}"),
             "operator.logFormat=text",
         ],
         &[],
@@ -184,7 +186,9 @@ async fn operator_with_the_charts_identity_and_flags_reconciles_the_example_to_r
         .get(&format!("{fullname}-leader"))
         .await?;
     ensure!(lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(pod_name.as_str()));
-    let (code, metrics) = http_get(port, "/metrics").await.context("/metrics")?;
+    let (code, metrics) = http_get(metrics_port, "/metrics")
+        .await
+        .context("/metrics")?;
     ensure!(
         code == 200 && metrics.contains("controller_runtime_reconcile_total"),
         "metrics:\n{metrics}"

@@ -136,8 +136,8 @@ fn default_render_has_the_expected_objects_and_settings() -> Result<()> {
         .filter_map(|p| p["name"].as_str())
         .collect();
     ensure!(
-        ports == ["http"],
-        "one listener for probes and metrics: {ports:?}"
+        ports == ["http", "metrics"],
+        "probes and metrics on their own ports: {ports:?}"
     );
     ensure!(
         c["resources"]["limits"]["memory"].is_string()
