@@ -70,19 +70,29 @@ async fn maintenance_to_two_replicas_writes_one_summary() {
     // Both replicas flush their day counters within seconds; the real schedule runs an hour
     // after midnight, long after that.
     let today = Utc::now().date_naive().to_string();
-    common::wait_for("day counters flushed", Duration::from_secs(60), || async {
+    let last_seen = std::sync::Mutex::new(None);
+    let flushed = common::poll_until(Duration::from_secs(120), || async {
         let items = p.items().await;
-        pk_items(&items, PK_STATS)
+        let counts = pk_items(&items, PK_STATS)
             .iter()
             .find(|i| {
                 i.get(attr::TIMESTAMP)
                     .and_then(|v| v.as_s().ok())
                     .is_some_and(|s| *s == today)
             })
-            .map(|i| parse_counts(i))
-            .is_some_and(|c| c.statuses.values().sum::<u64>() == 60 && c.dead_lettered == 3)
+            .map(|i| parse_counts(i));
+        let done = counts
+            .as_ref()
+            .is_some_and(|c| c.statuses.values().sum::<u64>() == 60 && c.dead_lettered == 3);
+        *last_seen.lock().unwrap() = counts;
+        done
     })
     .await;
+    assert!(
+        flushed,
+        "day counters never reached 60 updates and 3 dead-lettered; last seen: {:?}",
+        last_seen.lock().unwrap()
+    );
 
     // The schedule fires "tomorrow" at 01:00, so the summary covers today. Delivered twice.
     let tomorrow = (Utc::now() + Days::days(1)).date_naive();

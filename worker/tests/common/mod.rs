@@ -290,3 +290,22 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held, so the caller can
+/// say what it saw last.
+pub async fn poll_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
