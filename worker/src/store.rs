@@ -171,12 +171,16 @@ impl Store {
     }
 
     /// Atomically adds `counts` to numeric attributes of the item (pk, sk), creating it.
+    /// Adds `counts` to the item's counters once per `token`: the token is stored in the
+    /// attribute it names and a retry carrying the same token is refused by the condition, so a
+    /// flush whose answer was lost (a timeout after DynamoDB applied it) never counts twice.
     pub async fn add_counts(
         &self,
         pk: &str,
         sk: &str,
         counts: &[(String, u64)],
         extra_set: Option<(&str, AttributeValue)>,
+        token: (&str, &str),
     ) -> Result<()> {
         if counts.is_empty() {
             return Ok(());
@@ -189,24 +193,38 @@ impl Store {
             values.insert(format!(":v{i}"), AttributeValue::N(n.to_string()));
             adds.push(format!("#a{i} :v{i}"));
         }
-        let mut expr = format!("ADD {}", adds.join(", "));
+        let (token_attr, token_value) = token;
+        names.insert("#tok".into(), token_attr.to_string());
+        values.insert(":tok".into(), AttributeValue::S(token_value.into()));
+        let mut expr = format!("ADD {} SET #tok = :tok", adds.join(", "));
         if let Some((name, value)) = extra_set {
             names.insert("#x".into(), name.to_string());
             values.insert(":x".into(), value);
-            expr.push_str(" SET #x = if_not_exists(#x, :x)");
+            expr.push_str(", #x = if_not_exists(#x, :x)");
         }
-        self.client
+        let sent = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(attr::TRACKING_ID, AttributeValue::S(pk.into()))
             .key(attr::TIMESTAMP, AttributeValue::S(sk.into()))
             .update_expression(expr)
+            .condition_expression("attribute_not_exists(#tok) OR #tok <> :tok")
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb.UpdateItem", e))?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // The same token is already there: an earlier attempt of this flush was applied.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::aws("dynamodb.UpdateItem", e)),
+        }
     }
 }
 

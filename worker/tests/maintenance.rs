@@ -10,7 +10,7 @@ use chrono::{Duration as Days, Utc};
 use tracking_worker::Worker;
 use tracking_worker::contract::MAINTENANCE_MESSAGE_BODY;
 use tracking_worker::maintenance::{
-    PK_CLAIM, PK_DLQ, PK_STATS, PK_SUMMARY, STATUS_DLQ_DETECTED, parse_counts,
+    COUNT_PREFIX, PK_CLAIM, PK_DLQ, PK_STATS, PK_SUMMARY, STATUS_DLQ_DETECTED, parse_counts,
 };
 use tracking_worker::model::attr;
 use tracking_worker::synth::{Spec, plan};
@@ -181,4 +181,39 @@ fn sum_metric(text: &str, prefix: &str) -> u64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+#[tokio::test]
+async fn a_retried_counter_flush_counts_once() {
+    use tracking_worker::store::Store;
+    let p = common::pipeline("flush", 30).await;
+    let store = Store::new(p.ddb.clone(), p.table.clone());
+    let counts = vec![(format!("{COUNT_PREFIX}DELIVERED"), 5)];
+    let read = || async {
+        let items = p.items().await;
+        pk_items(&items, PK_STATS)
+            .first()
+            .map(|i| parse_counts(i))
+            .unwrap_or_default()
+    };
+    store
+        .add_counts(PK_STATS, "2026-11-21", &counts, None, ("flush:a", "t1"))
+        .await
+        .unwrap();
+    // The same flush again (its answer was lost and it is retried): refused, counted once.
+    store
+        .add_counts(PK_STATS, "2026-11-21", &counts, None, ("flush:a", "t1"))
+        .await
+        .unwrap();
+    assert_eq!(read().await.statuses["DELIVERED"], 5);
+    // A new flush of this replica, and one of another replica, both add.
+    store
+        .add_counts(PK_STATS, "2026-11-21", &counts, None, ("flush:a", "t2"))
+        .await
+        .unwrap();
+    store
+        .add_counts(PK_STATS, "2026-11-21", &counts, None, ("flush:b", "t1"))
+        .await
+        .unwrap();
+    assert_eq!(read().await.statuses["DELIVERED"], 15);
 }
