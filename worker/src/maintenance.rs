@@ -143,14 +143,16 @@ pub async fn flush_counters(ctx: &Ctx) {
         for chunk in attrs.chunks(40) {
             // One token per chunk, reused by every retry of it, so a lost answer never counts twice.
             let token = format!("{:016x}", rand::random::<u64>());
-            let token_attr = flush_token_attribute();
+            // One attribute per replica, so replicas flushing the same day never refuse each
+            // other's counts.
+            let token_attr = format!("flush:{}", ctx.config.replica);
             result = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "UpdateItem", || {
                 ctx.store.add_counts(
                     PK_STATS,
                     &sk,
                     chunk,
                     Some((attr::TTL, ttl_attr(Utc::now(), ttl_days))),
-                    (token_attr, &token),
+                    (&token_attr, &token),
                 )
             })
             .await;
@@ -167,13 +169,6 @@ pub async fn flush_counters(ctx: &Ctx) {
             }
         }
     }
-}
-
-/// The attribute where this process records its last flush token: one per replica, so
-/// replicas flushing the same day never refuse each other's counts.
-fn flush_token_attribute() -> &'static str {
-    static ATTR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ATTR.get_or_init(|| format!("flush:{:08x}", rand::random::<u32>()))
 }
 
 pub async fn flush_counters_periodically(ctx: std::sync::Arc<Ctx>, stop: CancellationToken) {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
 
 use crate::process::{self, Managed, free_port, wait_until};
 use crate::{Error, tools};
@@ -255,8 +256,6 @@ pub async fn install_crds(client: &kube::Client, dir: &Path) -> Result<(), Error
     }
     Ok(())
 }
-
-use serde::Deserialize;
 
 fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);

@@ -105,8 +105,7 @@ async fn kubeconfig_on_disk_works_and_rbac_is_enforced() {
     let text = std::fs::read_to_string(kube.kubeconfig_path()).unwrap();
     assert!(text.contains(kube.server()));
     // An unauthenticated request is refused: the server really authenticates.
-    let cfg = kube::Config::new(kube.server().parse().unwrap());
-    let mut cfg = cfg;
+    let mut cfg = kube::Config::new(kube.server().parse().unwrap());
     cfg.accept_invalid_certs = true;
     let anon = kube::Client::try_from(cfg).unwrap();
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(anon);
