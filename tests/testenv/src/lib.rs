@@ -12,6 +12,7 @@
 
 mod certs;
 mod control_plane;
+pub mod faults;
 mod moto;
 pub mod process;
 mod proxy;
