@@ -57,8 +57,11 @@ pub struct RunArgs {
     #[arg(long, env = "HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
 
-    /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
-    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    /// Reconcile only while holding a coordination.k8s.io Lease. On by default at every
+    /// replica count: a rolling update runs the old and the new Pod together, and both must
+    /// not write AWS. `--leader-elect=false` is for development only.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub leader_elect: bool,
 
     /// Namespace of the leader-election Lease.
@@ -77,6 +80,18 @@ pub struct RunArgs {
     /// IAM role (IRSA) unless the pipeline names one in spec.worker.roleArn.
     #[arg(long, env = "OIDC_PROVIDER_ARN")]
     pub oidc_provider_arn: Option<String>,
+
+    /// This cluster's identity, tagged on every AWS resource and part of the IAM role names,
+    /// so two clusters sharing an AWS account (blue/green, stage/prod) never adopt or delete
+    /// each other's resources. Default: the uid of the `kube-system` namespace.
+    #[arg(long, env = "CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// ARN of an IAM policy the operator attaches as permissions boundary to every role it
+    /// creates (the Scheduler role, IRSA worker roles). The operator's IAM policy allows
+    /// creating roles only with this boundary, so its credentials cannot mint an admin role.
+    #[arg(long, env = "PERMISSIONS_BOUNDARY")]
+    pub permissions_boundary: Option<String>,
 
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
@@ -108,7 +123,18 @@ mod tests {
             panic!("run")
         };
         assert_eq!(args.resync_interval, Duration::from_secs(300));
-        assert!(!args.leader_elect);
+        assert!(
+            args.leader_elect,
+            "the Lease is used at every replica count"
+        );
+        let off = Cli::try_parse_from(["tracking-operator", "run", "--leader-elect=false"])
+            .expect("parses");
+        let Command::Run(off) = off.command else {
+            panic!("run")
+        };
+        assert!(!off.leader_elect);
+        let bare = Cli::try_parse_from(["tracking-operator", "run", "--leader-elect"]);
+        assert!(bare.is_ok(), "the chart's bare flag still parses");
         assert_eq!(args.metrics_addr.port(), 8080);
     }
 

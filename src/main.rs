@@ -78,6 +78,13 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
         loader = loader.endpoint_url(endpoint);
     }
     let sdk = loader.load().await;
+    // Without a region every AWS call fails later with an obscure error; EKS Pod Identity,
+    // unlike IRSA, does not set AWS_REGION in the Pod.
+    if sdk.region().is_none() {
+        return Err(tracking_operator::Error::InvalidSpec(
+            "no AWS region: set --region (AWS_REGION), or operator.region in the Helm chart".into(),
+        ));
+    }
     let aws = AwsClients::new(&sdk);
     let metrics = Arc::new(Metrics::new(aws.calls.clone()));
     let health = Arc::new(Health::default());
@@ -123,41 +130,96 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     config.resync_interval = args.resync_interval;
     config.region = args.region.clone();
     config.endpoint_url = args.aws_endpoint_url.clone();
+    let cluster = match args.cluster_id.clone().filter(|c| !c.is_empty()) {
+        Some(id) => id,
+        None => cluster_uid(&client).await?,
+    };
+    info!(cluster = %cluster, "cluster identity");
     config.aws_settings = Settings {
         oidc_provider_arn: args.oidc_provider_arn.clone(),
+        cluster: Some(cluster),
+        permissions_boundary: args.permissions_boundary.clone(),
     };
     config.namespace = args.namespace.clone();
     config.concurrency = args.concurrency;
     config.identity = identity.clone();
     let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
 
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM is how Kubernetes stops a Pod (and as PID 1 nothing else handles it):
+    // stop taking work, let the reconciles in flight finish, then release the Lease so the
+    // next replica takes over at once instead of after the Lease runs out.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        info!("termination signal: stopping");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    if args.leader_elect {
-        let lock = LeaseLock::new(
-            client,
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
-            Duration::from_secs(15),
-        );
-        // A standby replica is healthy and ready: it is waiting for its turn.
-        health
-            .running
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        lock.acquire().await;
-        tokio::select! {
-            () = controller::run(ctx, health, shutdown) => Ok(()),
-            err = lock.keep() => Err(err),
+    if !args.leader_elect {
+        // Only for development: two processes would both write AWS.
+        warn!("leader election is off: never run two of these against the same cluster");
+        return tokio::select! {
+            () = controller::run(ctx, health, stopped(stop_rx)) => Ok(()),
             res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
-        }
-    } else {
-        tokio::select! {
-            () = controller::run(ctx, health, shutdown) => Ok(()),
-            res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
+        };
+    }
+    let lock = LeaseLock::new(
+        client,
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        Duration::from_secs(15),
+    );
+    // A standby replica is healthy and ready: it is waiting for its turn.
+    health
+        .running
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        () = lock.acquire() => {}
+        () = stopped(stop_rx.clone()) => return Ok(()),
+    }
+    let result = tokio::select! {
+        () = controller::run(ctx, health, stopped(stop_rx)) => Ok(()),
+        err = lock.keep() => Err(err),
+        res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
+    };
+    if result.is_ok() {
+        lock.release().await;
+    }
+    result
+}
+
+/// The default cluster identity: the uid of `kube-system`, which exists in every cluster and
+/// lives as long as the cluster does.
+async fn cluster_uid(client: &Client) -> tracking_operator::Result<String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let kube_system = namespaces.get("kube-system").await?;
+    kube_system.metadata.uid.ok_or_else(|| {
+        tracking_operator::Error::InvalidSpec(
+            "namespace kube-system has no uid: set --cluster-id (operator.clusterId)".into(),
+        )
+    })
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C (a terminal).
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+            Err(err) => warn!(%err, "cannot listen for SIGTERM"),
         }
     }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `/readyz` stays false until the CRD answers: without it the controller cannot watch.

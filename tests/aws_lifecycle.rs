@@ -509,6 +509,7 @@ async fn non_default_values_are_honoured() {
         spec,
         &Settings {
             oidc_provider_arn: Some(oidc.into()),
+            ..Settings::default()
         },
     )
     .await;

@@ -200,3 +200,26 @@ fn argocd_cm_snippet_embeds_the_same_script() -> Result<()> {
     );
     Ok(())
 }
+
+/// Argo CD calls a pipeline Degraded for exactly the AWS codes the operator stalls on: one
+/// list, so a sync wave never stops on an error the operator is still retrying.
+#[test]
+fn health_lua_terminal_codes_are_the_operators() -> Result<()> {
+    let script = std::fs::read_to_string(root().join(CHECK_DIR).join("health.lua"))?;
+    let start = script
+        .find("local terminal_aws_codes = {")
+        .context("health.lua has no terminal_aws_codes")?;
+    let end = start + script[start..].find('}').context("unterminated list")?;
+    let mut lua_codes: Vec<&str> = script[start..end].split('"').skip(1).step_by(2).collect();
+    let mut operator: Vec<&str> = tracking_operator::aws::error::TERMINAL_CODES.to_vec();
+    lua_codes.sort_unstable();
+    operator.sort_unstable();
+    ensure!(
+        lua_codes == operator,
+        "health.lua terminal codes {lua_codes:?} differ from the operator's {operator:?}"
+    );
+    if lua_codes.contains(&"LimitExceededException") {
+        bail!("LimitExceededException is retried by the operator");
+    }
+    Ok(())
+}

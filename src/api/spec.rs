@@ -35,6 +35,8 @@ use super::status::TrackingPipelineStatus;
 #[x_kube(validation = Rule::new("size(self.environment) >= 1 && size(self.environment) <= 256").message("spec.environment must be 1 to 256 characters (an AWS tag value)").field_path(".environment"))]
 #[x_kube(validation = Rule::new("self.tags.all(k, size(k) >= 1 && size(k) <= 128 && !k.startsWith('aws:') && !k.startsWith('tracking-operator.io/') && k != 'Environment')").message("spec.tags keys must be 1 to 128 characters and must not start with 'aws:' or 'tracking-operator.io/' nor be 'Environment' (use spec.environment)").field_path(".tags"))]
 #[x_kube(validation = Rule::new("self.tags.all(k, size(self.tags[k]) <= 256)").message("spec.tags values must be at most 256 characters").field_path(".tags"))]
+#[x_kube(validation = Rule::new(r"self.tags.all(k, k.matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$') && self.tags[k].matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$'))").message("spec.tags keys and values may contain only letters, digits, spaces and _ . : / = + - @ (the characters AWS accepts in tags)").field_path(".tags"))]
+#[x_kube(validation = Rule::new(r"self.environment.matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$')").message("spec.environment may contain only letters, digits, spaces and _ . : / = + - @ (it is an AWS tag value)").field_path(".environment"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrackingPipelineSpec {
     /// Value of the `Environment` tag on every AWS resource (for example `Production`).
@@ -252,6 +254,14 @@ pub struct AlertsSpec {
     /// Alarm when the worker reports more throttled calls than this per period (3 periods).
     #[serde(default = "defaults::worker_throttles_threshold")]
     pub worker_throttles_threshold: i32,
+
+    /// Keep `Ready` False until the e-mail subscription is confirmed. By default a pipeline
+    /// whose address has not confirmed yet is Ready (the queue, table and worker work; only
+    /// the alert mails wait for a person) and reports `AlertsReady=False` with reason
+    /// `PendingConfirmation`, so `helm --wait`, Flux and Argo CD sync waves do not block on
+    /// a mailbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_confirmation: bool,
 }
 
 impl Default for AlertsSpec {
@@ -262,6 +272,7 @@ impl Default for AlertsSpec {
             oldest_message_age_seconds: defaults::oldest_message_age_seconds(),
             worker_errors_threshold: defaults::worker_errors_threshold(),
             worker_throttles_threshold: defaults::worker_throttles_threshold(),
+            wait_for_confirmation: false,
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct Outputs {
     /// before that).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_arn: Option<String>,
+    /// The address the operator subscribed to the alert topic. Only this subscription is
+    /// ever removed by the operator (when spec.alerts.email changes); addresses subscribed
+    /// by hand stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_email: Option<String>,
     /// ARN of the EventBridge Scheduler schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_arn: Option<String>,
@@ -91,4 +96,7 @@ pub mod condition {
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: present (True) only while progress needs a human (e.g. a name conflict).
     pub const STALLED: &str = "Stalled";
+    /// Present only while a deletion is in progress: False with the AWS error code of every
+    /// part whose cleanup failed (the finalizer stays until they are gone or retained).
+    pub const DELETING: &str = "Deleting";
 }

@@ -17,6 +17,12 @@ pub struct Settings {
     /// ARN of the cluster's IAM OIDC provider; when set, the operator creates the worker's
     /// IAM role (IRSA trust on the worker's ServiceAccount) unless the spec names one.
     pub oidc_provider_arn: Option<String>,
+    /// The operator's cluster identity: an ownership tag on every resource and part of the
+    /// account-global names (IAM roles), so two clusters in one account never share them.
+    pub cluster: Option<String>,
+    /// ARN of the IAM policy attached as permissions boundary to every role the operator
+    /// creates, so its credentials cannot mint a role with more rights than the boundary.
+    pub permissions_boundary: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +31,8 @@ pub struct Desired {
     pub names: Names,
     /// Every tag of every taggable resource.
     pub tags: BTreeMap<String, String>,
+    /// Permissions boundary for every IAM role we create (see [`Settings`]).
+    pub permissions_boundary: Option<String>,
     pub delete_on_removal: bool,
     pub keys: Keys,
     pub queues: Queues,
@@ -107,13 +115,22 @@ pub fn desired(pipeline: &TrackingPipeline, settings: &Settings) -> Result<Desir
         namespace: meta.namespace.clone().ok_or_else(|| missing("namespace"))?,
         name: meta.name.clone().ok_or_else(|| missing("name"))?,
         uid: meta.uid.clone().ok_or_else(|| missing("uid"))?,
+        cluster: settings.cluster.clone().filter(|c| !c.is_empty()),
     };
     let spec = &pipeline.spec;
     let tags = desired_tags(&spec.tags, &spec.environment, &owner);
     let worker_role_arn = spec.worker.role_arn.clone().filter(|a| !a.is_empty());
     Ok(Desired {
-        names: Names::new(&owner.namespace, &owner.name),
+        names: Names::new(&owner.namespace, &owner.name).for_cluster(
+            &owner.namespace,
+            &owner.name,
+            owner.cluster.as_deref(),
+        ),
         tags,
+        permissions_boundary: settings
+            .permissions_boundary
+            .clone()
+            .filter(|b| !b.is_empty()),
         delete_on_removal: spec.deletion_policy == DeletionPolicy::Delete,
         keys: Keys {
             rotation: spec.encryption.key_rotation,
@@ -223,6 +240,7 @@ mod tests {
         spec.worker.role_arn = Some("arn:aws:iam::123456789012:role/mine".into());
         let settings = Settings {
             oidc_provider_arn: Some("arn:aws:iam::123456789012:oidc-provider/x".into()),
+            ..Settings::default()
         };
         let d = desired(&pipeline(spec), &settings).unwrap();
         assert_eq!(d.worker.oidc_provider_arn, None);

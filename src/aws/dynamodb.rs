@@ -24,6 +24,7 @@ pub const SORT_KEY: &str = "timestamp";
 pub const STATUS_INDEX: &str = "StatusIndex";
 pub const STATUS_ATTRIBUTE: &str = "status";
 pub const TTL_ATTRIBUTE: &str = "ttl";
+const BACKUPS_UNAVAILABLE: &str = "ContinuousBackupsUnavailableException";
 
 /// What must change on an existing table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +37,16 @@ pub struct TableDrift {
 }
 
 impl TableDrift {
+    /// The attributes changed by the first UpdateTable of a pass (the index waits).
+    pub fn attributes_except_index(&self) -> Vec<String> {
+        TableDrift {
+            create_status_index: false,
+            delete_status_index: false,
+            ..self.clone()
+        }
+        .attributes()
+    }
+
     pub fn attributes(&self) -> Vec<String> {
         [
             (self.billing_mode, "BillingMode"),
@@ -209,12 +220,33 @@ pub(super) async fn ensure(
         .table_arn()
         .ok_or_else(|| unexpected(SVC, format!("{resource} has no ARN")))?
         .to_string();
-    out.table_name = Some(name.clone());
-    out.table_arn = Some(arn.clone());
-
-    if !fresh {
+    // The state first: a table that is not ACTIVE takes no writes, and its tags may not be
+    // visible yet.
+    if !fresh && table.table_status() != Some(&TableStatus::Active) {
+        let status = table
+            .table_status()
+            .map(|s| s.as_str())
+            .unwrap_or("unknown");
+        report.not_ready("TableNotActive", format!("{resource} is {status}"));
+        return Ok(());
+    }
+    if fresh {
+        out.table_name = Some(name.clone());
+        out.table_arn = Some(arn.clone());
+    } else {
         let tags = table_tags(c, &arn).await?;
+        // CreateTable's tags become visible some time after the table (eventual
+        // consistency): on a table we recorded, no tags means "not yet", not someone else's.
+        if tags.is_empty() && out.table_arn.as_deref() == Some(arn.as_str()) {
+            report.not_ready(
+                "TableTagsPending",
+                format!("{resource}: AWS does not show the tags of the new table yet"),
+            );
+            return Ok(());
+        }
         check_owner(&resource, &tags, &d.owner)?;
+        out.table_name = Some(name.clone());
+        out.table_arn = Some(arn.clone());
         let missing = missing_tags(&d.tags, &tags);
         if !missing.is_empty() {
             c.dynamodb
@@ -238,9 +270,9 @@ pub(super) async fn ensure(
         return Ok(());
     }
     if !fresh {
-        repaired.extend(repair_table(c, d, name, &key_arn, &table).await?);
+        repaired.extend(repair_table(c, d, name, &key_arn, &table, report).await?);
     }
-    let settings = ensure_pitr_and_ttl(c, d, name).await?;
+    let settings = ensure_pitr_and_ttl(c, d, name, report).await?;
     if !fresh {
         repaired.extend(settings);
     }
@@ -254,6 +286,7 @@ async fn repair_table(
     name: &str,
     key_arn: &str,
     table: &TableDescription,
+    report: &mut PartReport,
 ) -> Result<Vec<String>> {
     let drift = table_drift(&d.table, key_arn, table);
     if drift == TableDrift::default() {
@@ -272,6 +305,17 @@ async fn repair_table(
             update = update.sse_specification(sse(key_arn));
         }
         update.send().await.map_err(api(SVC, "UpdateTable"))?;
+        // The table is UPDATING now and refuses another UpdateTable: the index change, if
+        // any, is the next pass's.
+        if drift.create_status_index || drift.delete_status_index {
+            report.not_ready(
+                "TableUpdating",
+                format!(
+                    "DynamoDB table {name}: the index change follows once the table is ACTIVE again"
+                ),
+            );
+        }
+        return Ok(drift.attributes_except_index());
     }
     // DynamoDB allows one index change per UpdateTable, after the others have applied.
     let index_update = if drift.create_status_index {
@@ -305,12 +349,15 @@ async fn repair_table(
         None
     };
     if let Some(index_update) = index_update {
-        c.dynamodb
-            .update_table()
-            .table_name(name)
-            .attribute_definitions(attribute(PARTITION_KEY)?)
-            .attribute_definitions(attribute(SORT_KEY)?)
-            .attribute_definitions(attribute(STATUS_ATTRIBUTE)?)
+        let mut update = c.dynamodb.update_table().table_name(name);
+        if drift.create_status_index {
+            // Only the attributes the new index uses; DynamoDB refuses definitions no key
+            // or index uses (so a delete sends none).
+            update = update
+                .attribute_definitions(attribute(SORT_KEY)?)
+                .attribute_definitions(attribute(STATUS_ATTRIBUTE)?);
+        }
+        update
             .global_secondary_index_updates(index_update)
             .send()
             .await
@@ -319,7 +366,12 @@ async fn repair_table(
     Ok(drift.attributes())
 }
 
-async fn ensure_pitr_and_ttl(c: &AwsClients, d: &Desired, name: &str) -> Result<Vec<String>> {
+async fn ensure_pitr_and_ttl(
+    c: &AwsClients,
+    d: &Desired,
+    name: &str,
+    report: &mut PartReport,
+) -> Result<Vec<String>> {
     let mut changed = Vec::new();
     let backups = c
         .dynamodb
@@ -334,7 +386,8 @@ async fn ensure_pitr_and_ttl(c: &AwsClients, d: &Desired, name: &str) -> Result<
         .and_then(|p| p.point_in_time_recovery_status())
         .is_some_and(|s| *s == PointInTimeRecoveryStatus::Enabled);
     if pitr != d.table.point_in_time_recovery {
-        c.dynamodb
+        let updated = c
+            .dynamodb
             .update_continuous_backups()
             .table_name(name)
             .point_in_time_recovery_specification(build(
@@ -344,8 +397,17 @@ async fn ensure_pitr_and_ttl(c: &AwsClients, d: &Desired, name: &str) -> Result<
             )?)
             .send()
             .await
-            .map_err(api(SVC, "UpdateContinuousBackups"))?;
-        changed.push("PointInTimeRecovery".to_string());
+            .map_err(api(SVC, "UpdateContinuousBackups"));
+        match updated {
+            Ok(_) => changed.push("PointInTimeRecovery".to_string()),
+            // Backups are not ready on a table that has just turned ACTIVE: later, not a
+            // failure.
+            Err(e) if e.aws_code() == Some(BACKUPS_UNAVAILABLE) => report.not_ready(
+                "ContinuousBackupsUnavailable",
+                format!("DynamoDB table {name}: point-in-time recovery cannot be set yet"),
+            ),
+            Err(e) => return Err(e),
+        }
     }
 
     let ttl = c
@@ -379,27 +441,39 @@ async fn ensure_pitr_and_ttl(c: &AwsClients, d: &Desired, name: &str) -> Result<
     Ok(changed)
 }
 
-pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {
+/// Whether the table is gone or stays (its key must stay with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Deleted {
+    Gone,
+    Kept,
+}
+
+pub(super) async fn delete(
+    c: &AwsClients,
+    d: &Desired,
+    report: &mut DeleteReport,
+) -> Result<Deleted> {
     let name = &d.names.table;
     let resource = format!("DynamoDB table {name}");
     let Some(table) = describe_table(c, name).await? else {
-        return Ok(());
+        return Ok(Deleted::Gone);
     };
     let Some(arn) = table.table_arn() else {
         return Err(unexpected(SVC, format!("{resource} has no ARN")));
     };
     let Some(tags) = found(table_tags(c, arn).await)? else {
-        return Ok(());
+        return Ok(Deleted::Gone);
     };
     if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+        // Someone else's table is not encrypted with our key: ours can go.
         report.retained.push(e.to_string());
-        return Ok(());
+        return Ok(Deleted::Gone);
     }
     if table.deletion_protection_enabled() == Some(true) {
         report.retained.push(format!(
             "{resource}: deletion protection is enabled (spec.table.deletionProtection)"
         ));
-        return Ok(());
+        return Ok(Deleted::Kept);
     }
     let deleted = c
         .dynamodb
@@ -413,7 +487,7 @@ pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteRepor
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e),
     }
-    Ok(())
+    Ok(Deleted::Gone)
 }
 
 #[cfg(test)]

@@ -29,6 +29,29 @@ const THROTTLING_CODES: &[&str] = &[
     "ResourceInUseException",
 ];
 
+/// Error codes that no retry fixes: missing permissions or credentials, a request AWS
+/// refuses, an account quota. A part failing with one stalls the pipeline (`Stalled=True`)
+/// until a person acts. The Argo CD health check (`gitops/argocd/.../health.lua`) keeps the
+/// same list, checked by `tests/health_lua.rs`. `LimitExceededException` is not here: DynamoDB
+/// and KMS use it for request rates, which pass.
+pub const TERMINAL_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthorizationError",
+    "AuthorizationErrorException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "KMSAccessDeniedException",
+    "InvalidParameterValue",
+    "InvalidParameterValueException",
+    "InvalidParameterException",
+    "ValidationException",
+    "ValidationError",
+    "LimitExceeded",
+    "OverLimit",
+];
+
 /// Error codes that mean "this resource does not exist" across the services we call.
 const NOT_FOUND_CODES: &[&str] = &[
     "NotFoundException",
@@ -103,6 +126,11 @@ impl Error {
                 ..
             }
         )
+    }
+
+    /// AWS refused in a way no retry fixes (see [`TERMINAL_CODES`]).
+    pub fn is_terminal(&self) -> bool {
+        self.aws_code().is_some_and(|c| TERMINAL_CODES.contains(&c))
     }
 
     /// A resource owned by someone else; retrying cannot fix it, a human must.

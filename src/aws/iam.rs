@@ -77,6 +77,7 @@ pub(super) async fn ensure_role(
             .role_name(r.name)
             .description(&r.description)
             .assume_role_policy_document(r.trust.to_string())
+            .set_permissions_boundary(d.permissions_boundary.clone())
             .set_tags(Some(iam_tags(&d.tags)?))
             .send()
             .await
@@ -101,6 +102,21 @@ pub(super) async fn ensure_role(
     }
     check_owner(&resource, &tags, &d.owner)?;
     let mut repaired = Vec::new();
+    let boundary = role
+        .permissions_boundary()
+        .and_then(|b| b.permissions_boundary_arn());
+    if let Some(wanted) = &d.permissions_boundary
+        && boundary != Some(wanted.as_str())
+    {
+        c.iam
+            .put_role_permissions_boundary()
+            .role_name(r.name)
+            .permissions_boundary(wanted)
+            .send()
+            .await
+            .map_err(api(SVC, "PutRolePermissionsBoundary"))?;
+        repaired.push("PermissionsBoundary".to_string());
+    }
     if !role
         .assume_role_policy_document()
         .is_some_and(|p| same_policy(p, &r.trust))

@@ -71,8 +71,9 @@ async fn ensure_key(
     c: &AwsClients,
     d: &Desired,
     k: &KeyDesired<'_>,
-    // The key's ARN in the outputs: read to find a key whose alias is gone, written as
-    // soon as a key is created so a failure before its alias exists cannot orphan it.
+    // The key's ARN in the outputs: read to find a key whose alias is gone, written once
+    // the new key has its alias (a key whose alias cannot be created is scheduled for
+    // deletion at once, so it cannot become an orphan).
     slot: &mut Option<String>,
     report: &mut PartReport,
 ) -> Result<()> {
@@ -87,6 +88,12 @@ async fn ensure_key(
                 .filter(|m| m.key_state() != Some(&KeyState::PendingDeletion));
         }
     }
+    if meta.is_none() {
+        // A key created by a pass that died before its alias existed (or before the status
+        // was written): take it rather than creating a second one.
+        // The alias is created below, as for a key whose alias was removed.
+        meta = find_orphan(c, d, k).await?;
+    }
     let Some(meta) = meta else {
         let created = c
             .kms
@@ -100,14 +107,27 @@ async fn ensure_key(
         let meta = created
             .key_metadata
             .ok_or_else(|| unexpected(SVC, "CreateKey returned no key metadata"))?;
-        *slot = Some(arn_of(&meta)?);
-        c.kms
+        let aliased = c
+            .kms
             .create_alias()
             .alias_name(k.alias)
             .target_key_id(meta.key_id())
             .send()
             .await
-            .map_err(api(SVC, "CreateAlias"))?;
+            .map_err(api(SVC, "CreateAlias"));
+        if let Err(err) = aliased {
+            // A key nobody can find by its alias would be an orphan billed every month: take
+            // it back (the shortest window) and let the next pass create a fresh one.
+            let _ = c
+                .kms
+                .schedule_key_deletion()
+                .key_id(meta.key_id())
+                .pending_window_in_days(7)
+                .send()
+                .await;
+            return Err(err);
+        }
+        *slot = Some(arn_of(&meta)?);
         if d.keys.rotation {
             c.kms
                 .enable_key_rotation()
@@ -228,6 +248,80 @@ async fn ensure_key(
     Ok(())
 }
 
+/// An enabled key without an alias, tagged with this pipeline's uid and carrying this key's
+/// description. Only keys no alias points at are read, so the cost stays with the (few)
+/// unaliased keys of the account, and only when a key is about to be created.
+async fn find_orphan(
+    c: &AwsClients,
+    d: &Desired,
+    k: &KeyDesired<'_>,
+) -> Result<Option<KeyMetadata>> {
+    let mut aliased = std::collections::HashSet::new();
+    let mut marker = None;
+    loop {
+        let page = c
+            .kms
+            .list_aliases()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(api(SVC, "ListAliases"))?;
+        aliased.extend(
+            page.aliases()
+                .iter()
+                .filter_map(|a| a.target_key_id().map(str::to_string)),
+        );
+        marker = page.next_marker().map(str::to_string);
+        if !page.truncated() || marker.is_none() {
+            break;
+        }
+    }
+    let mut marker = None;
+    loop {
+        let page = c
+            .kms
+            .list_keys()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(api(SVC, "ListKeys"))?;
+        for key in page.keys() {
+            let Some(id) = key.key_id() else { continue };
+            if aliased.contains(id) {
+                continue;
+            }
+            let Some(tags) = found(
+                c.kms
+                    .list_resource_tags()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(api(SVC, "ListResourceTags")),
+            )?
+            else {
+                continue;
+            };
+            let ours = tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == super::tags::PIPELINE_UID && t.tag_value() == d.owner.uid);
+            if !ours {
+                continue;
+            }
+            if let Some(meta) = describe_key(c, id).await?
+                && meta.description() == Some(k.description.as_str())
+                && meta.key_state() == Some(&KeyState::Enabled)
+            {
+                return Ok(Some(meta));
+            }
+        }
+        marker = page.next_marker().map(str::to_string);
+        if !page.truncated() || marker.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
 async fn enable_key(c: &AwsClients, key_id: &str) -> Result<()> {
     c.kms
         .enable_key()
@@ -256,18 +350,40 @@ fn kms_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
         .collect()
 }
 
+/// Keys that must outlive this deletion, with why.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Keep {
+    pub queue_key: Option<String>,
+    pub table_key: Option<String>,
+}
+
 pub(super) async fn delete(
     c: &AwsClients,
     d: &Desired,
     out: &Outputs,
+    keep: &Keep,
     report: &mut DeleteReport,
 ) -> Result<()> {
     let keys = [
-        (&d.names.queue_key_alias, out.queue_key_arn.as_deref()),
-        (&d.names.table_key_alias, out.table_key_arn.as_deref()),
+        (
+            &d.names.queue_key_alias,
+            out.queue_key_arn.as_deref(),
+            &keep.queue_key,
+        ),
+        (
+            &d.names.table_key_alias,
+            out.table_key_arn.as_deref(),
+            &keep.table_key,
+        ),
     ];
-    for (alias, known_arn) in keys {
+    for (alias, known_arn, kept_because) in keys {
         let resource = format!("KMS key {alias}");
+        if let Some(why) = kept_because {
+            report
+                .retained
+                .push(format!("{resource}: kept because {why}"));
+            continue;
+        }
         let by_alias = describe_key(c, alias).await?;
         let meta = match (&by_alias, known_arn) {
             (Some(m), _) => Some(m.clone()),

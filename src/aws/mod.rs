@@ -156,6 +156,17 @@ impl Part {
         }
     }
 
+    /// The parts whose outputs this one needs. A failing part stops only the parts that need
+    /// it: the worker runs without alerts or schedule, so neither blocks it.
+    pub fn needs(self) -> &'static [Part] {
+        match self {
+            Part::Keys => &[],
+            Part::Queues | Part::Table => &[Part::Keys],
+            Part::Alerts | Part::Schedule => &[Part::Keys, Part::Queues],
+            Part::WorkerIdentity => &[Part::Keys, Part::Queues, Part::Table],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Part::Keys => "Keys",
@@ -219,8 +230,45 @@ impl PartReport {
 pub struct DeleteReport {
     /// Resources deleted (KMS keys: scheduled for deletion).
     pub deleted: Vec<String>,
-    /// Resources left in place, with why (another owner's, deletion protection).
+    /// Resources left in place, with why (another owner's, deletion protection, a key that
+    /// still encrypts a kept table).
     pub retained: Vec<String>,
+    /// Parts whose deletion failed this pass, with the AWS error code; the next pass tries
+    /// them again.
+    pub failed: Vec<DeleteFailure>,
+}
+
+/// One part whose deletion failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteFailure {
+    /// The part, e.g. `Alerts`.
+    pub part: &'static str,
+    /// The AWS error code, when AWS answered (`AccessDeniedException`).
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl DeleteReport {
+    /// Records a part's deletion failure and carries on: one refused call must not leave
+    /// every other resource in place.
+    fn step(&mut self, part: &'static str, result: Result<()>) {
+        if let Err(err) = result {
+            self.failed.push(DeleteFailure {
+                part,
+                code: err.aws_code().map(str::to_string),
+                message: err.to_string(),
+            });
+        }
+    }
+
+    /// One line per failure, `Part: Code`, for the Deleting condition.
+    pub fn failure_summary(&self) -> String {
+        self.failed
+            .iter()
+            .map(|f| format!("{}: {}", f.part, f.code.as_deref().unwrap_or(&f.message)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Converges one part. Identifiers land in `outputs` as soon as they are known, even when
@@ -248,20 +296,52 @@ pub async fn ensure(
 
 /// Deletes everything in reverse dependency order. "Not found" counts as done and
 /// resources that are not ours are left alone, so this is safe to repeat and works when
-/// nothing was ever created. KMS keys are scheduled for deletion with the spec's window.
+/// nothing was ever created. A part that fails is recorded in [`DeleteReport::failed`] and
+/// the others still go. KMS keys are scheduled for deletion with the spec's window, and
+/// only once nothing encrypted with them is left: a key still needed by a kept table (or by
+/// a resource whose deletion failed) is retained, since deleting it makes that data
+/// unreadable.
 pub async fn delete_all(
     clients: &AwsClients,
     desired: &Desired,
     outputs: &Outputs,
 ) -> Result<DeleteReport> {
     let mut report = DeleteReport::default();
-    iam::delete_worker(clients, desired, &mut report).await?;
-    scheduler::delete(clients, desired, &mut report).await?;
-    alarms::delete(clients, desired, &mut report).await?;
-    sns::delete(clients, desired, &mut report).await?;
-    dynamodb::delete(clients, desired, &mut report).await?;
-    sqs::delete(clients, desired, &mut report).await?;
-    kms::delete(clients, desired, outputs, &mut report).await?;
+    let r = iam::delete_worker(clients, desired, &mut report).await;
+    report.step("WorkerIdentity", r);
+    let r = scheduler::delete(clients, desired, &mut report).await;
+    report.step("Schedule", r);
+    let r = alarms::delete(clients, desired, &mut report).await;
+    report.step("Alerts", r);
+    let r = sns::delete(clients, desired, &mut report).await;
+    report.step("Alerts", r);
+    let table = dynamodb::delete(clients, desired, &mut report).await;
+    let table_kept = matches!(table, Ok(dynamodb::Deleted::Kept) | Err(_));
+    report.step("Table", table.map(|_| ()));
+    let r = sqs::delete(clients, desired, &mut report).await;
+    report.step("Queues", r);
+    let keep = kms::Keep {
+        // The queue key also encrypts the alert topic.
+        queue_key: report
+            .failed
+            .iter()
+            .find(|f| matches!(f.part, "Queues" | "Alerts"))
+            .map(|f| {
+                format!(
+                    "the deletion of {} failed ({})",
+                    f.part,
+                    f.code.as_deref().unwrap_or("error")
+                )
+            }),
+        table_key: table_kept.then(|| {
+            format!(
+                "DynamoDB table {} is kept and is encrypted with it",
+                desired.names.table
+            )
+        }),
+    };
+    let r = kms::delete(clients, desired, outputs, &keep, &mut report).await;
+    report.step("Keys", r);
     Ok(report)
 }
 

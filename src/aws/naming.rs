@@ -102,6 +102,20 @@ impl Names {
         }
     }
 
+    /// The names with the account-global ones (IAM roles) made unique per cluster: two
+    /// clusters in one account get different roles for the same namespace/name.
+    pub fn for_cluster(mut self, namespace: &str, name: &str, cluster: Option<&str>) -> Names {
+        if let Some(cluster) = cluster {
+            let tag = &hex::encode(Sha256::digest(cluster.as_bytes()))[..6];
+            // The part stays last: the operator's IAM policy scopes roles by `-scheduler`
+            // and `-worker` at the end of the name.
+            self.scheduler_role =
+                resource_name(namespace, name, &format!("{tag}-scheduler"), IAM_ROLE);
+            self.worker_role = resource_name(namespace, name, &format!("{tag}-worker"), IAM_ROLE);
+        }
+        self
+    }
+
     pub fn alarms(&self) -> [&str; 5] {
         [
             &self.alarm_queue_depth,
@@ -160,6 +174,28 @@ fn short_hash(namespace: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iam_role_names_differ_per_cluster_and_nothing_else_does() {
+        let plain = Names::new("logistics", "parcels");
+        let blue = plain
+            .clone()
+            .for_cluster("logistics", "parcels", Some("blue"));
+        let green = plain
+            .clone()
+            .for_cluster("logistics", "parcels", Some("green"));
+        assert_ne!(blue.worker_role, green.worker_role);
+        assert_ne!(blue.scheduler_role, green.scheduler_role);
+        assert!(blue.worker_role.len() <= IAM_ROLE.max_len);
+        assert!(
+            blue.worker_role.ends_with("-worker") && blue.scheduler_role.ends_with("-scheduler")
+        );
+        assert_eq!(blue.queue, plain.queue, "regional names stay readable");
+        assert_eq!(
+            plain.clone().for_cluster("logistics", "parcels", None),
+            plain
+        );
+    }
 
     #[test]
     fn short_names_are_readable() {

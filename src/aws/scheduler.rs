@@ -253,6 +253,7 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             uid: "u".into(),
+            cluster: None,
         }
     }
 

@@ -133,7 +133,7 @@ pub(super) async fn ensure(
         }
     }
     let topic_arn = need(&out.alert_topic_arn, "Alerts", "the topic ARN")?.to_string();
-    out.subscription_arn = ensure_subscription(c, d, &topic_arn, report).await?;
+    out.subscription_arn = ensure_subscription(c, d, &topic_arn, out, report).await?;
     Ok(())
 }
 
@@ -157,9 +157,14 @@ async fn subscriptions(c: &AwsClients, topic_arn: &str) -> Result<Vec<Subscripti
     }
 }
 
-/// Real SNS lists a pending subscription with the ARN `PendingConfirmation`; with
-/// `ReturnSubscriptionArn` or from some emulators we get an ARN and must ask.
-async fn state_of(c: &AwsClients, subscription_arn: &str) -> Result<SubscriptionState> {
+/// The state of a subscription we just created. Real SNS answers `pending confirmation` for
+/// an e-mail; an ARN means the address needs no confirmation (or an emulator confirmed it),
+/// which only the attributes tell. Refused permission to read them reads as pending: the
+/// list shows the state on the next pass anyway.
+async fn state_after_subscribe(
+    c: &AwsClients,
+    subscription_arn: &str,
+) -> Result<SubscriptionState> {
     if let Some(state) = subscription_state(subscription_arn, None) {
         return Ok(state);
     }
@@ -169,12 +174,24 @@ async fn state_of(c: &AwsClients, subscription_arn: &str) -> Result<Subscription
         .subscription_arn(subscription_arn)
         .send()
         .await
-        .map_err(api(SVC, "GetSubscriptionAttributes"))?;
+        .map_err(api(SVC, "GetSubscriptionAttributes"));
+    let attrs = match attrs {
+        Ok(a) => a,
+        Err(e) if e.is_retryable() => return Err(e),
+        Err(_) => return Ok(SubscriptionState::Pending),
+    };
     Ok(subscription_state(
         subscription_arn,
         Some(attrs.attributes().cloned().unwrap_or_default()),
     )
     .unwrap_or(SubscriptionState::Pending))
+}
+
+/// The state of a listed subscription: `ListSubscriptionsByTopic` shows the placeholder
+/// `PendingConfirmation` until the address confirms, and the ARN after.
+pub fn listed_state(listed_arn: &str) -> SubscriptionState {
+    subscription_state(listed_arn, None)
+        .unwrap_or_else(|| SubscriptionState::Confirmed(listed_arn.to_string()))
 }
 
 /// The state from what SNS showed: the listed ARN, then (when that is a real ARN) the
@@ -197,41 +214,64 @@ pub fn subscription_state(
     })
 }
 
+/// Subscriptions to remove: only the one the operator made (`ours`, recorded in the status)
+/// once the spec names another address, and only once confirmed (a pending one cannot be
+/// removed; AWS drops it after three days). Addresses subscribed by hand are never touched.
+pub fn stale_subscriptions<'a>(
+    existing: &'a [Subscription],
+    ours: Option<&str>,
+    wanted: Option<&str>,
+) -> Vec<&'a Subscription> {
+    let Some(ours) = ours.filter(|o| Some(*o) != wanted) else {
+        return Vec::new();
+    };
+    existing
+        .iter()
+        .filter(|s| s.protocol() == Some("email") && s.endpoint() == Some(ours))
+        .filter(|s| {
+            s.subscription_arn()
+                .is_some_and(|a| matches!(listed_state(a), SubscriptionState::Confirmed(_)))
+        })
+        .collect()
+}
+
 /// Returns the confirmed subscription's ARN.
 async fn ensure_subscription(
     c: &AwsClients,
     d: &Desired,
     topic_arn: &str,
+    out: &mut Outputs,
     report: &mut PartReport,
 ) -> Result<Option<String>> {
     let existing = subscriptions(c, topic_arn).await?;
     let email = d.alerts.email.as_deref();
     let mut removed = Vec::new();
-    for s in &existing {
-        let stale = s.protocol() == Some("email") && s.endpoint() != email;
-        if let (true, Some(sub_arn)) = (stale, s.subscription_arn()) {
-            // A pending subscription cannot be removed; AWS drops it after three days.
-            if sub_arn != PENDING {
+    for s in stale_subscriptions(&existing, out.alert_email.as_deref(), email) {
+        if let Some(sub_arn) = s.subscription_arn() {
+            found(
                 c.sns
                     .unsubscribe()
                     .subscription_arn(sub_arn)
                     .send()
                     .await
-                    .map_err(api(SVC, "Unsubscribe"))?;
-                removed.push(format!(
-                    "subscription {} removed",
-                    s.endpoint().unwrap_or("?")
-                ));
-            }
+                    .map_err(api(SVC, "Unsubscribe")),
+            )?;
+            removed.push(format!(
+                "subscription {} removed",
+                s.endpoint().unwrap_or("?")
+            ));
         }
     }
     report.repaired(&format!("SNS topic {}", d.names.topic), &removed);
-    let Some(email) = email else { return Ok(None) };
+    let Some(email) = email else {
+        out.alert_email = None;
+        return Ok(None);
+    };
     let current = existing
         .iter()
         .find(|s| s.protocol() == Some("email") && s.endpoint() == Some(email));
-    let subscription_arn = match current.and_then(Subscription::subscription_arn) {
-        Some(arn) => arn.to_string(),
+    let state = match current.and_then(Subscription::subscription_arn) {
+        Some(listed) => listed_state(listed),
         None => {
             let created = c
                 .sns
@@ -239,17 +279,18 @@ async fn ensure_subscription(
                 .topic_arn(topic_arn)
                 .protocol("email")
                 .endpoint(email)
-                .return_subscription_arn(true)
                 .send()
                 .await
                 .map_err(api(SVC, "Subscribe"))?;
             report.created(format!("SNS e-mail subscription {email}"));
-            created
+            let arn = created
                 .subscription_arn
-                .unwrap_or_else(|| PENDING.to_string())
+                .unwrap_or_else(|| PENDING.to_string());
+            state_after_subscribe(c, &arn).await?
         }
     };
-    match state_of(c, &subscription_arn).await? {
+    out.alert_email = Some(email.to_string());
+    match state {
         SubscriptionState::Confirmed(arn) => Ok(Some(arn)),
         SubscriptionState::Pending => {
             report.not_ready(
@@ -292,6 +333,32 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    fn sub(endpoint: &str, arn: &str) -> Subscription {
+        Subscription::builder()
+            .protocol("email")
+            .endpoint(endpoint)
+            .subscription_arn(arn)
+            .build()
+    }
+
+    #[test]
+    fn only_the_address_we_subscribed_is_ever_removed() {
+        let existing = [
+            sub("old@example.com", "arn:aws:sns:us-east-1:1:t:1"),
+            sub("by-hand@example.com", "arn:aws:sns:us-east-1:1:t:2"),
+            sub("new@example.com", "PendingConfirmation"),
+        ];
+        let stale =
+            stale_subscriptions(&existing, Some("old@example.com"), Some("new@example.com"));
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].endpoint(), Some("old@example.com"));
+        assert!(stale_subscriptions(&existing, None, Some("new@example.com")).is_empty());
+        assert!(
+            stale_subscriptions(&existing, Some("new@example.com"), None).is_empty(),
+            "a pending subscription cannot be removed"
+        );
+    }
 
     #[test]
     fn pending_confirmation_is_never_confirmed() {

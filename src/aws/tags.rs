@@ -11,6 +11,9 @@ pub const MANAGED_BY_VALUE: &str = "tracking-operator";
 pub const PIPELINE_NAMESPACE: &str = "tracking-operator.io/pipeline-namespace";
 pub const PIPELINE_NAME: &str = "tracking-operator.io/pipeline-name";
 pub const PIPELINE_UID: &str = "tracking-operator.io/pipeline-uid";
+/// The operator's cluster identity (`--cluster-id`): names come from namespace/name only, so
+/// two clusters in one account (blue/green, stage/prod) would otherwise adopt each other's.
+pub const CLUSTER: &str = "tracking-operator.io/cluster";
 pub const ENVIRONMENT: &str = "Environment";
 
 /// The pipeline that owns a resource.
@@ -19,6 +22,8 @@ pub struct Owner {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The cluster identity of the operator, when configured.
+    pub cluster: Option<String>,
 }
 
 impl Owner {
@@ -49,6 +54,10 @@ pub fn desired_tags(
     tags.insert(PIPELINE_NAMESPACE.into(), owner.namespace.clone());
     tags.insert(PIPELINE_NAME.into(), owner.name.clone());
     tags.insert(PIPELINE_UID.into(), owner.uid.clone());
+    match &owner.cluster {
+        Some(cluster) => tags.insert(CLUSTER.into(), cluster.clone()),
+        None => tags.remove(CLUSTER),
+    };
     tags
 }
 
@@ -76,6 +85,14 @@ pub fn check_owner(
                 "it has no {MANAGED_BY} tag (created outside the operator)"
             ));
         }
+    }
+    // A resource without the cluster tag predates it and is adopted (the tag is added).
+    if let (Some(theirs), Some(ours)) = (get(CLUSTER), owner.cluster.as_deref())
+        && theirs != ours
+    {
+        return conflict(format!(
+            "it belongs to another cluster ({CLUSTER}={theirs})"
+        ));
     }
     let (ns, name) = (get(PIPELINE_NAMESPACE), get(PIPELINE_NAME));
     if ns != Some(owner.namespace.as_str()) || name != Some(owner.name.as_str()) {
@@ -114,7 +131,26 @@ mod tests {
             namespace: "logistics".into(),
             name: "parcels".into(),
             uid: "u-1".into(),
+            cluster: None,
         }
+    }
+
+    #[test]
+    fn another_clusters_resource_is_a_conflict() {
+        let blue = Owner {
+            cluster: Some("blue".into()),
+            ..owner()
+        };
+        let green = Owner {
+            cluster: Some("green".into()),
+            ..owner()
+        };
+        let tags = desired_tags(&BTreeMap::new(), "p", &blue);
+        assert_eq!(tags[CLUSTER], "blue");
+        let err = check_owner("q", &tags, &green).unwrap_err();
+        assert!(err.to_string().contains("another cluster"), "{err}");
+        let untagged = desired_tags(&BTreeMap::new(), "p", &owner());
+        assert!(check_owner("q", &untagged, &green).is_ok(), "adopted");
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         now: Time(Timestamp::now()),
     };
 
+    if status.original.observed_generation != pipeline.metadata.generation {
+        // A new spec deserves a quick look again, whatever the old one waited for.
+        ctx.reset_waiting(&pipeline);
+    }
     outcome::begin(&mut status.current, &stamp());
     status.flush().await?;
 
@@ -95,7 +99,16 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     };
 
     let mut not_ready = None;
+    // A part is not ready but does not hold Ready back (an unconfirmed e-mail): look again.
+    let mut waiting = false;
+    // The first failure, returned after the parts that do not need the failed ones ran.
+    let mut failure: Option<crate::error::Error> = None;
+    let mut failed: Vec<Part> = Vec::new();
     for part in Part::ALL {
+        if part.needs().iter().any(|p| failed.contains(p)) {
+            failed.push(part);
+            continue;
+        }
         let mut outputs = status.current.outputs.clone();
         let result = aws::ensure(&ctx.aws, &desired, part, &mut outputs).await;
         status.current.outputs = outputs;
@@ -116,7 +129,11 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                     &report.readiness,
                     &message,
                 );
-                not_ready = not_ready.or(this);
+                if outcome::blocks_ready(part, &report.readiness, &pipeline.spec.alerts) {
+                    not_ready = not_ready.or(this);
+                } else if this.is_some() {
+                    waiting = true;
+                }
                 status.flush().await?;
             }
             Err(err) => {
@@ -130,23 +147,33 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                     &message,
                 )
                 .await;
-                finish(&pipeline, ctx, &mut status).await?;
-                if outcome::is_conflict(&err) {
-                    // A human must resolve it; a timer would only repeat the Event. The resync
-                    // still notices when the conflicting resource is gone.
-                    return Ok(Action::requeue(ctx.config.resync_interval));
-                }
-                return Err(err);
+                status.flush().await?;
+                failed.push(part);
+                failure = failure.or(Some(err));
             }
         }
+    }
+    if let Some(err) = failure {
+        finish(&pipeline, ctx, &mut status).await?;
+        if outcome::is_conflict(&err) {
+            // A human must resolve it; a timer would only repeat the Event. The resync
+            // still notices when the conflicting resource is gone.
+            return Ok(Action::requeue(ctx.config.resync_interval));
+        }
+        return Err(err);
     }
 
     let next = outcome::conclude(&mut status.current, &stamp(), not_ready.as_ref());
     finish(&pipeline, ctx, &mut status).await?;
     ctx.reset_failures(&pipeline);
-    Ok(match next {
-        Next::Resync => Action::requeue(ctx.config.resync_interval),
-        Next::Soon => Action::requeue(ctx.config.not_ready_requeue),
+    Ok(match (next, waiting) {
+        (Next::Resync, false) => {
+            ctx.reset_waiting(&pipeline);
+            Action::requeue(ctx.config.resync_interval)
+        }
+        // Looked at again soon at first, then less and less often up to the resync: a
+        // confirmation click can take days, a new table minutes.
+        _ => Action::requeue(ctx.next_look(&pipeline)),
     })
 }
 
@@ -286,6 +313,6 @@ mod tests {
         assert_eq!(outputs["queueUrl"], "http://q");
         assert!(outputs["workerRoleArn"].is_null());
         assert!(outputs.as_object().unwrap().contains_key("workerRoleArn"));
-        assert_eq!(outputs.as_object().unwrap().len(), 15);
+        assert_eq!(outputs.as_object().unwrap().len(), 16);
     }
 }

@@ -104,6 +104,30 @@ impl LeaseLock {
         }
     }
 
+    /// Gives the lease up (on a clean stop) so a standby takes over at once. Best effort:
+    /// if it fails, the lease simply runs out.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => info!(lease = %self.name, "released the leader Lease"),
+            Err(err) => warn!(%err, "cannot release the leader Lease"),
+        }
+    }
+
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {

@@ -90,6 +90,8 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per pipeline, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive passes per pipeline with a part not ready yet, for the not-ready backoff.
+    waiting: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -114,6 +116,7 @@ impl Context {
             config,
             metrics,
             failures: Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 
@@ -155,6 +158,29 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&Self::key(pipeline));
+    }
+
+    pub(crate) fn reset_waiting(&self, pipeline: &TrackingPipeline) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(pipeline));
+    }
+
+    /// When to look again at a pipeline with a part not ready yet: `not_ready_requeue`,
+    /// doubling per pass up to the resync interval.
+    pub(crate) fn next_look(&self, pipeline: &TrackingPipeline) -> Duration {
+        let passes = {
+            let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(Self::key(pipeline)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        backoff::base_delay(
+            passes,
+            self.config.not_ready_requeue,
+            self.config.resync_interval,
+        )
     }
 
     fn next_retry(&self, pipeline: &TrackingPipeline) -> Duration {

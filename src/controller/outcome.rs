@@ -6,7 +6,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, FALSE, TRUE, Wanted};
-use crate::api::{TrackingPipelineStatus, condition};
+use crate::api::{AlertsSpec, TrackingPipelineStatus, condition};
 use crate::aws::{Part, Readiness};
 use crate::error::Error;
 
@@ -121,6 +121,20 @@ pub fn part_done(
     }
 }
 
+/// Whether a part that is not ready keeps the pipeline's Ready False. An e-mail awaiting its
+/// confirmation does not, unless the spec asks to wait for it: the pipeline works without it.
+pub fn blocks_ready(part: Part, readiness: &Readiness, alerts: &AlertsSpec) -> bool {
+    match readiness {
+        Readiness::NotReady { reason, .. } if part == Part::Alerts => {
+            reason != PENDING_CONFIRMATION || alerts.wait_for_confirmation
+        }
+        _ => true,
+    }
+}
+
+/// The reason the Alerts part reports while the e-mail subscription is unconfirmed.
+pub const PENDING_CONFIRMATION: &str = "PendingConfirmation";
+
 /// Someone else's resource holds our name (in AWS or in the cluster): a human must act.
 pub fn is_conflict(err: &Error) -> bool {
     err.is_conflict() || matches!(err, Error::ChildConflict { .. })
@@ -164,7 +178,7 @@ pub fn part_failed(
         reason,
         &format!("{}: {message}", part.as_str()),
     );
-    if is_conflict(err) {
+    if is_conflict(err) || err.is_terminal() {
         stall(status, stamp, reason, &message);
     } else {
         kstatus(

@@ -58,7 +58,8 @@ app.kubernetes.io/part-of: tracking-operator
 {{- define "tracking-operator.leaderElect" -}}
 {{- $v := toString .Values.leaderElection.enabled }}
 {{- if eq $v "auto" }}
-{{- if gt (int .Values.replicas) 1 }}true{{ else }}false{{ end }}
+{{- /* At every replica count: a rolling update runs the old and new Pod together. */}}
+{{- print "true" }}
 {{- else }}
 {{- $v }}
 {{- end }}

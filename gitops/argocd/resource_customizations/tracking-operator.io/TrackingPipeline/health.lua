@@ -17,11 +17,14 @@ local terminal_reasons = {
 
 -- AWS error codes (the operator writes "<part>: <Code>: <detail>" with reason AwsError) that no
 -- retry fixes: missing permissions or credentials, a request AWS refuses, an account limit.
+-- The same list as TERMINAL_CODES in src/aws/error.rs (tests/health_lua.rs checks it); the
+-- operator sets Stalled=True for these too. LimitExceededException is a request rate
+-- (DynamoDB, KMS) and passes: it stays Progressing.
 local terminal_aws_codes = {
   "AccessDenied", "AccessDeniedException", "AuthorizationError", "AuthorizationErrorException",
   "UnauthorizedOperation", "UnrecognizedClientException", "InvalidClientTokenId",
   "KMSAccessDeniedException", "InvalidParameterValue", "InvalidParameterValueException",
-  "InvalidParameterException", "ValidationException", "ValidationError", "LimitExceededException",
+  "InvalidParameterException", "ValidationException", "ValidationError",
   "LimitExceeded", "OverLimit",
 }
 
