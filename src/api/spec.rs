@@ -35,7 +35,6 @@ use super::status::TrackingPipelineStatus;
 #[x_kube(validation = Rule::new("size(self.environment) >= 1 && size(self.environment) <= 256").message("spec.environment must be 1 to 256 characters (an AWS tag value)").field_path(".environment"))]
 #[x_kube(validation = Rule::new("self.tags.all(k, size(k) >= 1 && size(k) <= 128 && !k.startsWith('aws:') && !k.startsWith('tracking-operator.io/') && k != 'Environment')").message("spec.tags keys must be 1 to 128 characters and must not start with 'aws:' or 'tracking-operator.io/' nor be 'Environment' (use spec.environment)").field_path(".tags"))]
 #[x_kube(validation = Rule::new("self.tags.all(k, size(self.tags[k]) <= 256)").message("spec.tags values must be at most 256 characters").field_path(".tags"))]
-#[x_kube(validation = Rule::new(r"self.tags.all(k, k.matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$') && self.tags[k].matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$'))").message("spec.tags keys and values may contain only letters, digits, spaces and _ . : / = + - @ (the characters AWS accepts in tags)").field_path(".tags"))]
 #[x_kube(validation = Rule::new(r"self.environment.matches(r'^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$')").message("spec.environment may contain only letters, digits, spaces and _ . : / = + - @ (it is an AWS tag value)").field_path(".environment"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrackingPipelineSpec {
@@ -47,7 +46,9 @@ pub struct TrackingPipelineSpec {
     /// Extra tags put on every AWS resource, next to `Environment` and the ownership tags
     /// (`tracking-operator.io/*`). At most 40, since AWS allows 50 tags per resource.
     #[serde(default = "defaults::tags")]
-    #[schemars(extend("maxProperties" = 40))]
+    /// Keys and values may contain only letters, digits, spaces and `_ . : / = + - @`, the
+    /// characters AWS accepts in tags (checked by the API server, value by value).
+    #[schemars(extend("maxProperties" = 40, "additionalProperties" = {"type": "string", "maxLength": 256, "pattern": "^[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*$"}))]
     pub tags: BTreeMap<String, String>,
 
     /// What happens to the AWS resources when the pipeline is deleted: `Retain` (default)
