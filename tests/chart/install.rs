@@ -84,12 +84,13 @@ async fn install_upgrade_uninstall_and_the_crd_is_kept() -> Result<()> {
     ensure!(d.spec.as_ref().and_then(|s| s.replicas) == Some(1));
     let args = args_of(&d);
     ensure!(args.iter().any(|a| a == "--resync-interval=5m"), "{args:?}");
-    ensure!(!args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    // The Lease at every replica count: a rolling update runs two Pods (issue 9).
+    ensure!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
     ensure!(
         roles
             .get_opt(&format!("{fullname}-leader-election"))
             .await?
-            .is_none()
+            .is_some()
     );
     let crd = crds.get(CRD_NAME).await?;
     let labels = crd.metadata.labels.unwrap_or_default();
