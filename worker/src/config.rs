@@ -12,7 +12,7 @@ use crate::contract::{SettingsError, WorkerSettings};
 /// Worker-only knob (not part of the operator contract): how long a SIGTERM drain may
 /// take before in-flight retries are abandoned. Kubernetes' default grace period is 30 s.
 pub const DRAIN_SECONDS_ENV: &str = "TRACKING_DRAIN_SECONDS";
-pub const DEFAULT_DRAIN_SECONDS: u64 = 25;
+pub const DEFAULT_DRAIN_SECONDS: u64 = crate::contract::DRAIN_SECONDS;
 
 /// Worker-only knob: how a batch's updates reach the table.
 pub const WRITE_MODE_ENV: &str = "TRACKING_WRITE_MODE";

@@ -48,6 +48,28 @@ pub const MAINTENANCE_MESSAGE_BODY: &str =
 /// Key of the maintenance marker in a message body; a body with this key is not a tracking update.
 pub const MAINTENANCE_KEY: &str = "maintenance";
 
+/// The shortest visibility timeout the worker accepts: its heartbeat extends a batch's
+/// visibility every third of it, and below 30 s one slow call lets SQS hand the batch to
+/// another replica. The CRD should refuse the same values.
+pub const MIN_VISIBILITY_TIMEOUT_SECONDS: u32 = 30;
+
+/// How long the worker may take, at most, to finish the batches in flight after SIGTERM
+/// before it abandons their retries (they stay in the queue and are redelivered).
+pub const DRAIN_SECONDS: u64 = 25;
+/// What follows the drain: joining abandoned tasks (3 s), the last counter flush (4 s) and
+/// stopping the HTTP server and CloudWatch publisher (3 s), each bounded by its own timeout.
+pub const SHUTDOWN_TAIL_SECONDS: u64 = 10;
+/// Slack for the process to start handling the signal and exit.
+pub const SHUTDOWN_SLACK_SECONDS: u64 = 5;
+
+/// Seconds from SIGTERM to the worker's exit, at most: the operator sets the Pod's
+/// `terminationGracePeriodSeconds` to this, so Kubernetes never SIGKILLs a worker that is
+/// still settling its batches. It takes the settings so that a future knob that lengthens the
+/// drain changes the Pod with it; today the budget is the same for every pipeline.
+pub fn drain_budget_seconds(_settings: &WorkerSettings) -> i64 {
+    (DRAIN_SECONDS + SHUTDOWN_TAIL_SECONDS + SHUTDOWN_SLACK_SECONDS) as i64
+}
+
 /// Everything the worker needs, as the operator computes it from a pipeline and as the
 /// worker parses it from its environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,7 +191,7 @@ impl WorkerSettings {
             visibility_timeout_seconds: number(
                 env::VISIBILITY_TIMEOUT_SECONDS,
                 Self::DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
-                0,
+                MIN_VISIBILITY_TIMEOUT_SECONDS,
                 43_200,
             )?,
             metrics_namespace: lookup(env::METRICS_NAMESPACE)
@@ -224,5 +246,29 @@ mod tests {
         env.insert(env::BATCH_SIZE, "zero".into());
         let err = WorkerSettings::from_lookup(|k| env.get(k).cloned()).unwrap_err();
         assert!(err.to_string().contains(env::BATCH_SIZE), "{err}");
+    }
+
+    #[test]
+    fn a_visibility_timeout_below_30_seconds_is_refused() {
+        for bad in ["0", "5", "29"] {
+            let mut env = sample().to_env();
+            env.insert(env::VISIBILITY_TIMEOUT_SECONDS, bad.into());
+            let err = WorkerSettings::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+            assert!(
+                err.to_string().contains(env::VISIBILITY_TIMEOUT_SECONDS),
+                "{err}"
+            );
+        }
+        let mut env = sample().to_env();
+        env.insert(env::VISIBILITY_TIMEOUT_SECONDS, "30".into());
+        assert!(WorkerSettings::from_lookup(|k| env.get(k).cloned()).is_ok());
+    }
+
+    #[test]
+    fn the_drain_budget_covers_the_whole_shutdown() {
+        let budget = drain_budget_seconds(&sample());
+        assert!(budget >= (DRAIN_SECONDS + SHUTDOWN_TAIL_SECONDS) as i64);
+        // Kubernetes' default grace period is 30 s: the operator must set it.
+        assert!(budget > 30);
     }
 }

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is up), `/readyz` (receiving; false while draining) and `/metrics`.
+//! `/healthz` (the process is up), `/readyz` (receiving; false while draining or while the
+//! environment refuses AWS calls) and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,9 @@ pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
+    // Not ready while draining, and while AWS refuses us for an environment reason (IAM still
+    // propagating, a missing table, a disabled key): the batches are held and retried.
+    if state.ready.load(Ordering::SeqCst) && !state.metrics.any_environment_failing() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

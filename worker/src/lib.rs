@@ -1,9 +1,10 @@
 //! tracking-worker: consumes tracking updates from SQS and writes an exactly-once audit
 //! trail to DynamoDB. The operator depends on [`contract`] to configure it.
 //!
-//! Data flow: [`consumer`] receives batches → [`model`] parses each body (pure) →
-//! [`store`] writes it with a conditional put, or the poison goes to the DLQ →
-//! [`consumer`] deletes what settled. [`maintenance`] runs the daily job; [`metrics`] and
+//! Data flow: [`consumer`] receives batches → [`model`] parses each body (pure; exact
+//! JSON in [`json`], event times in [`timestamp`]) → [`write`] stores it through [`store`]
+//! with a conditional put → [`settle`] deletes what settled, dead-letters the poison, returns
+//! the failures. [`maintenance`] runs the daily job; [`metrics`] and
 //! [`http`] expose what happened.
 #![forbid(unsafe_code)]
 
@@ -12,12 +13,16 @@ pub mod consumer;
 pub mod contract;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
 pub mod retry;
+pub mod settle;
 pub mod store;
 pub mod synth;
+pub mod timestamp;
 mod worker;
+pub mod write;
 
 pub use worker::{Ctx, Worker, run};

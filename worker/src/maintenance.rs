@@ -186,26 +186,100 @@ pub fn run_days(request: &MaintenanceRequest, now: DateTime<Utc>) -> (NaiveDate,
     (run_day, run_day.pred_opt().unwrap_or(run_day))
 }
 
-/// Handles the schedule's message. `Ok` means the message can be deleted: either this
-/// replica ran the job, or another one has it.
+/// How many days back a run looks for days with counters and no summary: a missed run
+/// (an outage, a schedule in a time zone whose DST shift skipped 01:00) leaves no day out.
+pub const SUMMARY_LOOKBACK_DAYS: u64 = 7;
+
+/// The days a run summarises if they have counters and no summary yet, oldest first.
+pub fn days_to_summarise(summary_day: NaiveDate) -> Vec<NaiveDate> {
+    (0..SUMMARY_LOOKBACK_DAYS)
+        .rev()
+        .filter_map(|back| summary_day.checked_sub_days(chrono::Days::new(back)))
+        .collect()
+}
+
+/// How long to wait before reading `day`'s counters: every replica flushes every
+/// [`FLUSH_EVERY`], so a day's counters are complete two flush periods after it ends. A run
+/// right after midnight waits for that; any later run (the schedule fires at 01:00) does not.
+pub fn flush_wait(day: NaiveDate, now: DateTime<Utc>) -> Duration {
+    let Some(end) = day
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+    else {
+        return Duration::ZERO;
+    };
+    let settle = chrono::Duration::from_std(FLUSH_EVERY * 2).unwrap_or_default();
+    let since_end = now - end;
+    if since_end < chrono::Duration::zero() || since_end >= settle {
+        return Duration::ZERO;
+    }
+    (settle - since_end).to_std().unwrap_or_default()
+}
+
+/// How often a replica that finds the day claimed by another checks whether that run is done.
+const CLAIM_POLL: Duration = Duration::from_secs(5);
+
+/// Handles the schedule's message. `Ok` means the message can be deleted: this replica ran
+/// the job, or another one finished it. While another replica holds the claim, the message is
+/// kept (under the batch's heartbeat) until that run is done, or the claim goes stale (its
+/// holder died) and this replica takes it over: a day is never skipped.
 pub async fn run_daily(ctx: &Ctx, request: &MaintenanceRequest, _message: &Message) -> Result<()> {
-    let now = Utc::now();
-    let (run_day, summary_day) = run_days(request, now);
+    let (run_day, summary_day) = run_days(request, Utc::now());
     flush_counters(ctx).await;
-    if !claim(ctx, run_day, now).await? {
-        tracing::info!(%run_day, "maintenance already claimed by another replica");
-        ctx.metrics
-            .maintenance
-            .get_or_create(&result("skipped"))
-            .inc();
-        return Ok(());
+    let mut waited = false;
+    loop {
+        let now = Utc::now();
+        if claim(ctx, run_day, now).await? {
+            break;
+        }
+        if claim_done(ctx, run_day).await? {
+            tracing::info!(%run_day, "maintenance done by another replica");
+            ctx.metrics
+                .maintenance
+                .get_or_create(&result("skipped"))
+                .inc();
+            return Ok(());
+        }
+        if !waited {
+            tracing::info!(%run_day, "maintenance claimed by another replica; waiting for it to finish");
+            waited = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CLAIM_POLL) => {}
+            _ = ctx.abandon.cancelled() => return Err(Error::Task("maintenance abandoned at shutdown".into())),
+        }
+    }
+    let now = Utc::now();
+    let wait = flush_wait(summary_day, now);
+    if !wait.is_zero() {
+        tracing::info!(?wait, %summary_day, "waiting for the other replicas' last counter flush");
+        tokio::time::sleep(wait).await;
     }
     let (depth, sampled) = record_dlq(ctx, run_day, now).await?;
-    let written = write_summary(ctx, summary_day, depth, sampled, now).await?;
+    let mut written = Vec::new();
+    for day in days_to_summarise(summary_day) {
+        if write_summary(ctx, day, depth, sampled, now, day == summary_day).await? {
+            written.push(day.to_string());
+        }
+    }
     finish_claim(ctx, run_day, now).await?;
-    tracing::info!(%run_day, %summary_day, dlq_depth = depth, dlq_sampled = sampled, summary_written = written, "maintenance done");
+    tracing::info!(%run_day, %summary_day, dlq_depth = depth, dlq_sampled = sampled, summaries = ?written, "maintenance done");
     ctx.metrics.maintenance.get_or_create(&result("ran")).inc();
     Ok(())
+}
+
+async fn claim_done(ctx: &Ctx, run_day: NaiveDate) -> Result<bool> {
+    let sk = run_day.to_string();
+    let item = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || {
+        ctx.store.get(PK_CLAIM, &sk)
+    })
+    .await?;
+    Ok(item
+        .as_ref()
+        .and_then(|i| i.get("state"))
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|s| s == "done"))
 }
 
 fn result(r: &'static str) -> crate::metrics::ResultLabel {
@@ -371,18 +445,25 @@ pub fn dlq_item(
     ])
 }
 
+/// Writes `day`'s summary unless it has one. A day without counters gets a summary only when
+/// it is the run's own summary day (an idle day is still reported); an older day without
+/// counters had no traffic or belongs to before the pipeline existed.
 async fn write_summary(
     ctx: &Ctx,
     day: NaiveDate,
     dlq_depth: u64,
     dlq_sampled: usize,
     now: DateTime<Utc>,
+    always: bool,
 ) -> Result<bool> {
     let sk = day.to_string();
     let stats = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || {
         ctx.store.get(PK_STATS, &sk)
     })
     .await?;
+    if stats.is_none() && !always {
+        return Ok(false);
+    }
     let counts = stats.as_ref().map(parse_counts).unwrap_or_default();
     let item = summary_item(
         day,
@@ -471,6 +552,30 @@ mod tests {
             at("2026-11-25T00:00:00Z"),
         );
         assert_eq!(run.to_string(), "2026-11-25");
+    }
+
+    #[test]
+    fn a_run_looks_back_for_missed_days() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let days: Vec<String> = days_to_summarise(day)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(days.len(), SUMMARY_LOOKBACK_DAYS as usize);
+        assert_eq!(days.first().map(String::as_str), Some("2026-11-14"));
+        assert_eq!(days.last().map(String::as_str), Some("2026-11-20"));
+    }
+
+    #[test]
+    fn a_run_right_after_midnight_waits_for_the_last_flush() {
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(
+            flush_wait(day, at("2026-11-21T00:00:05Z")),
+            FLUSH_EVERY * 2 - Duration::from_secs(5)
+        );
+        assert_eq!(flush_wait(day, at("2026-11-21T01:00:00Z")), Duration::ZERO);
+        assert_eq!(flush_wait(day, at("2026-11-20T12:00:00Z")), Duration::ZERO);
     }
 
     #[test]

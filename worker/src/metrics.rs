@@ -47,6 +47,13 @@ pub struct Metrics {
     /// From SQS's SentTimestamp to the audit item written: what a producer waits for.
     pub end_to_end_seconds: Histogram,
     pub in_flight: Gauge,
+    /// Updates whose key held different content, written under a conflict key.
+    pub key_conflicts: Counter,
+    /// Calls refused by the environment (access, missing resources, KMS, credentials, clock).
+    pub environment_errors: Family<CallLabel, Counter>,
+    /// Services whose last call failed for an environment reason: the worker is not ready
+    /// and stops receiving while one is listed.
+    env_failing: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
     cw: CloudWatchCounters,
     totals: Totals,
 }
@@ -59,6 +66,7 @@ struct Totals {
     throttles: AtomicU64,
     sqs_calls: AtomicU64,
     dynamodb_calls: AtomicU64,
+    environment_errors: AtomicU64,
 }
 
 /// Counts since the last CloudWatch publish.
@@ -80,6 +88,8 @@ pub struct Report {
     pub throttles: u64,
     pub sqs_calls: u64,
     pub dynamodb_calls: u64,
+    pub key_conflicts: u64,
+    pub environment_errors: u64,
 }
 
 impl Default for Metrics {
@@ -103,6 +113,9 @@ impl Metrics {
             batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             end_to_end_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             in_flight: Gauge::default(),
+            key_conflicts: Counter::default(),
+            environment_errors: Family::default(),
+            env_failing: Default::default(),
             cw: CloudWatchCounters::default(),
             totals: Totals::default(),
             registry: Registry::default(),
@@ -158,6 +171,16 @@ impl Metrics {
             "Messages received and not yet settled",
             m.in_flight.clone(),
         );
+        registry.register(
+            "key_conflicts",
+            "Updates whose key already held different content (stored under a conflict key)",
+            m.key_conflicts.clone(),
+        );
+        registry.register(
+            "environment_errors",
+            "Calls refused by the environment (access denied, missing resource, KMS, credentials, clock skew); retried, never dead-lettered",
+            m.environment_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -187,6 +210,41 @@ impl Metrics {
             .inc();
         self.cw.throttles.fetch_add(1, Ordering::Relaxed);
         self.totals.throttles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An environment error on `service`: counted, and the service is marked failing.
+    pub fn environment_failed(&self, service: &'static str, operation: &'static str) {
+        self.environment_errors
+            .get_or_create(&CallLabel { service, operation })
+            .inc();
+        self.totals
+            .environment_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.cw.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.env_failing.lock() {
+            f.insert(service);
+        }
+    }
+
+    /// A call to `service` succeeded: the environment works again for it.
+    pub fn environment_recovered(&self, service: &'static str) {
+        if let Ok(mut f) = self.env_failing.lock() {
+            f.remove(service);
+        }
+    }
+
+    pub fn environment_failing(&self, service: &str) -> bool {
+        self.env_failing
+            .lock()
+            .map(|f| f.contains(service))
+            .unwrap_or(false)
+    }
+
+    pub fn any_environment_failing(&self) -> bool {
+        self.env_failing
+            .lock()
+            .map(|f| !f.is_empty())
+            .unwrap_or(false)
     }
 
     pub fn record_written(&self) {
@@ -229,6 +287,8 @@ impl Metrics {
             throttles: t.throttles.load(Ordering::Relaxed),
             sqs_calls: t.sqs_calls.load(Ordering::Relaxed),
             dynamodb_calls: t.dynamodb_calls.load(Ordering::Relaxed),
+            key_conflicts: self.key_conflicts.get(),
+            environment_errors: t.environment_errors.load(Ordering::Relaxed),
         }
     }
 

@@ -13,6 +13,10 @@ use crate::metrics::Metrics;
 
 const BASE_MS: u64 = 50;
 const CAP_MS: u64 = 5_000;
+/// Environment errors (IAM propagating, a key being enabled) clear in minutes, not
+/// milliseconds: retry them more slowly.
+const ENVIRONMENT_BASE_MS: u64 = 500;
+const ENVIRONMENT_CAP_MS: u64 = 15_000;
 
 /// Full-jitter backoff: uniform in `[0, min(cap, base * 2^attempt)]`, so replicas hitting the
 /// same outage do not retry in lockstep.
@@ -21,9 +25,18 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=ceiling))
 }
 
+fn environment_backoff(attempt: u32) -> Duration {
+    let ceiling = ENVIRONMENT_BASE_MS
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(ENVIRONMENT_CAP_MS);
+    Duration::from_millis(rand::random_range(ceiling / 2..=ceiling))
+}
+
 /// Calls `f` until it succeeds, fails permanently, or `abandon` fires; transient failures
-/// (throttling, 5xx, timeouts, refused connections) are retried without limit, because a
-/// backend that is merely down must not turn valid work into failures.
+/// (throttling, 5xx, timeouts, refused connections) and environment failures (access denied,
+/// missing resource, KMS, credentials, clock skew) are retried without limit, because a
+/// backend that is down or not yet set up must not turn valid work into failures. While an
+/// environment failure lasts the service is marked failing (not ready, receiving paused).
 pub async fn with_backoff<T, F, Fut>(
     metrics: &Metrics,
     abandon: &CancellationToken,
@@ -39,16 +52,25 @@ where
     loop {
         metrics.call(service, operation);
         let err = match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() => e,
+            Ok(v) => {
+                metrics.environment_recovered(service);
+                return Ok(v);
+            }
+            Err(e) if e.is_retryable() => e,
             Err(e) => return Err(e),
         };
-        metrics.throttled(service, operation);
+        let delay = if err.is_transient() {
+            metrics.throttled(service, operation);
+            backoff(attempt)
+        } else {
+            metrics.environment_failed(service, operation);
+            environment_backoff(attempt)
+        };
         if attempt.is_multiple_of(20) {
             tracing::warn!(service, operation, attempt, error = %err, "backend call failed; retrying");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff(attempt)) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = abandon.cancelled() => return Err(err),
         }
         if abandon.is_cancelled() {
@@ -60,7 +82,7 @@ where
 
 /// True when `err` ended a retry loop because the worker is giving up on in-flight work.
 pub fn abandoned(err: &Error, abandon: &CancellationToken) -> bool {
-    err.is_transient() && abandon.is_cancelled()
+    err.is_retryable() && abandon.is_cancelled()
 }
 
 #[cfg(test)]
@@ -136,5 +158,39 @@ mod tests {
         })
         .await;
         assert!(out.is_err_and(|e| abandoned(&e, &abandon)));
+    }
+
+    #[tokio::test]
+    async fn environment_errors_are_retried_and_mark_the_service_failing() {
+        let metrics = Metrics::new();
+        let calls = AtomicU32::new(0);
+        let seen_failing = std::sync::atomic::AtomicBool::new(false);
+        let out = with_backoff(
+            &metrics,
+            &CancellationToken::new(),
+            "dynamodb",
+            "PutItem",
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 1 {
+                    Err(Error::Aws {
+                        operation: "p",
+                        class: ErrorClass::Environment,
+                        code: Some("AccessDeniedException".into()),
+                        message: "IAM is propagating".into(),
+                    })
+                } else {
+                    seen_failing.store(metrics.environment_failing("dynamodb"), Ordering::SeqCst);
+                    Ok(1)
+                }
+            },
+        )
+        .await;
+        assert_eq!(out.ok(), Some(1));
+        assert!(
+            seen_failing.load(Ordering::SeqCst),
+            "marked failing while it lasted"
+        );
+        assert!(!metrics.any_environment_failing(), "cleared by the success");
+        assert_eq!(metrics.report().environment_errors, 1);
     }
 }

@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 
 use crate::error::ErrorClass;
 
@@ -17,6 +20,18 @@ pub enum PutOutcome {
     Written,
     /// The key already existed: the update was written before (a duplicate, not an error).
     AlreadyExists,
+}
+
+/// An item as DynamoDB returns it.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Result of [`Store::put_audit`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuditOutcome {
+    Written,
+    /// The key exists; DynamoDB's copy of the existing item (when the backend returns it),
+    /// to tell this attempt's own earlier write, a repeat and a key conflict apart.
+    Exists(Option<Item>),
 }
 
 /// Result of [`Store::put_new_all`].
@@ -70,6 +85,30 @@ impl Store {
     pub async fn put_new(&self, item: HashMap<String, AttributeValue>) -> Result<PutOutcome> {
         self.put_if(item, "attribute_not_exists(#pk)", &[], HashMap::new())
             .await
+    }
+
+    /// Puts an audit item unless its key exists; on a failed condition DynamoDB returns the
+    /// existing item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`, no extra read).
+    pub async fn put_audit(&self, item: Item) -> Result<AuditOutcome> {
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::TRACKING_ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(AuditOutcome::Written),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(AuditOutcome::Exists(c.item().cloned()))
+                }
+                _ => Err(Error::aws("dynamodb.PutItem", e)),
+            },
+        }
     }
 
     /// Puts `item` if `condition` holds (`#pk` names the partition key; `names` adds more).

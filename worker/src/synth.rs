@@ -39,7 +39,9 @@ pub const POISON_KINDS: &[&str] = &[
     "wrong_type",
     "tracking_id_too_long",
     "bad_timestamp",
-    "missing_timestamp",
+    "number_out_of_range",
+    "nesting_too_deep",
+    "empty_map_key",
 ];
 
 /// What to generate.
@@ -193,14 +195,26 @@ pub fn poison_body(kind: &str, prefix: &str, n: usize) -> String {
             json!({"tracking_id": n, "status": "DELIVERED", "timestamp": ts}).to_string()
         }
         "tracking_id_too_long" => {
-            json!({"tracking_id": format!("{prefix}-{n}-{}", "X".repeat(200)), "timestamp": ts})
+            json!({"tracking_id": format!("{prefix}-{n}-{}", "X".repeat(2100)), "timestamp": ts})
                 .to_string()
         }
         "bad_timestamp" => {
             json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": "yesterday noon"})
                 .to_string()
         }
-        _ => json!({"tracking_id": format!("{prefix}-P{n}"), "status": "DELIVERED"}).to_string(),
+        "number_out_of_range" => format!(
+            r#"{{"tracking_id":"{prefix}-P{n}","timestamp":"{ts}","details":{{"weight_kg":1e300}}}}"#
+        ),
+        "nesting_too_deep" => format!(
+            r#"{{"tracking_id":"{prefix}-P{n}","timestamp":"{ts}","details":{}1{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        ),
+        "empty_map_key" => {
+            json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": ts, "details": {"": n}})
+                .to_string()
+        }
+        _ => format!("{prefix}-{n} is not a kind of poison"),
     }
 }
 

@@ -126,18 +126,29 @@ impl Worker {
         self.ready.store(false, Ordering::SeqCst);
         self.ctx.stop.cancel();
         let drained = tokio::time::timeout(self.ctx.config.drain, drain(&mut self.receivers)).await;
+        // Every step after the drain has its own bound, so the whole shutdown fits
+        // `contract::drain_budget_seconds`, the Pod's termination grace period.
         if drained.is_err() {
             tracing::warn!("drain deadline passed; abandoning in-flight retries");
             self.ctx.abandon.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), drain(&mut self.receivers)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), drain(&mut self.receivers)).await;
             self.receivers.abort_all();
         }
         // One last attempt for the day counters, then stop the background tasks (the
         // CloudWatch publisher sends its final aggregate as it stops).
         self.ctx.abandon.cancel();
-        crate::maintenance::flush_counters(&self.ctx).await;
+        let flushed = tokio::time::timeout(
+            Duration::from_secs(4),
+            crate::maintenance::flush_counters(&self.ctx),
+        )
+        .await;
+        if flushed.is_err() {
+            tracing::warn!(
+                "final counter flush timed out; the last seconds of day counts are lost"
+            );
+        }
         self.background_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain(&mut self.background)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), drain(&mut self.background)).await;
         self.background.abort_all();
         let report = self.ctx.metrics.report();
         tracing::info!(?report, "worker stopped");

@@ -96,6 +96,8 @@ fn report(child: &mut Child) -> Report {
         throttles: n("throttles"),
         sqs_calls: n("sqs_calls"),
         dynamodb_calls: n("dynamodb_calls"),
+        key_conflicts: n("key_conflicts"),
+        environment_errors: n("environment_errors"),
     }
 }
 
@@ -157,8 +159,9 @@ async fn sigterm_mid_batch_drains_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_then_restart_loses_and_duplicates_nothing() {
-    // A short visibility timeout so the killed worker's in-flight messages come back soon.
-    let p = common::pipeline("kill", 5).await;
+    // The shortest visibility timeout the worker accepts, so the killed worker's in-flight
+    // messages come back soon.
+    let p = common::pipeline("kill", 30).await;
     let plan = plan(&Spec {
         count: 200,
         duplicate_percent: 0.0,
@@ -203,4 +206,23 @@ fn invalid_configuration_is_refused_naming_the_variable() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TRACKING_BATCH_SIZE"), "{stderr}");
+}
+
+#[test]
+fn a_visibility_timeout_below_30_seconds_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracking-worker"))
+        .env_clear()
+        .env("TRACKING_QUEUE_URL", "http://127.0.0.1:1/q")
+        .env("TRACKING_DEAD_LETTER_QUEUE_URL", "http://127.0.0.1:1/dlq")
+        .env("TRACKING_TABLE_NAME", "t")
+        .env("TRACKING_PIPELINE", "ns/p")
+        .env("TRACKING_VISIBILITY_TIMEOUT_SECONDS", "10")
+        .output()
+        .expect("run tracking-worker");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TRACKING_VISIBILITY_TIMEOUT_SECONDS"),
+        "{stderr}"
+    );
 }

@@ -64,6 +64,19 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
         .expect("create queue")
         .queue_url
         .expect("queue url");
+    create_table(&ddb, &name).await;
+    Pipeline {
+        sqs,
+        ddb,
+        queue_url,
+        dlq_url,
+        table: name,
+        visibility,
+    }
+}
+
+/// Creates an audit table as the operator does: keys, `StatusIndex`, TTL.
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
     let key = |name: &str, kind| {
         KeySchemaElement::builder()
             .attribute_name(name)
@@ -79,7 +92,7 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
             .expect("attribute")
     };
     ddb.create_table()
-        .table_name(&name)
+        .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key(attr::TRACKING_ID, KeyType::Hash))
         .key_schema(key(attr::TIMESTAMP, KeyType::Range))
@@ -103,7 +116,7 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
         .await
         .expect("create table");
     ddb.update_time_to_live()
-        .table_name(&name)
+        .table_name(name)
         .time_to_live_specification(
             TimeToLiveSpecification::builder()
                 .enabled(true)
@@ -114,14 +127,6 @@ pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
         .send()
         .await
         .expect("enable TTL");
-    Pipeline {
-        sqs,
-        ddb,
-        queue_url,
-        dlq_url,
-        table: name,
-        visibility,
-    }
 }
 
 impl Pipeline {
@@ -308,4 +313,61 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+impl Pipeline {
+    /// The worker's shared context against this pipeline, for tests that drive one phase
+    /// (write, settle) directly against moto.
+    pub async fn ctx(&self) -> tracking_worker::Ctx {
+        let moto = testenv::moto();
+        let sdk = moto.sdk_config().await;
+        tracking_worker::Ctx {
+            sqs: tracking_worker::config::sqs_client(&sdk),
+            store: tracking_worker::store::Store::new(
+                tracking_worker::config::dynamodb_client(&sdk),
+                self.table.clone(),
+            ),
+            metrics: std::sync::Arc::new(tracking_worker::metrics::Metrics::new()),
+            counters: Default::default(),
+            stop: Default::default(),
+            abandon: Default::default(),
+            config: self.config(&moto.endpoint()),
+        }
+    }
+
+    /// The items of one tracking id.
+    pub async fn items_of(&self, tracking_id: &str) -> Vec<HashMap<String, AttributeValue>> {
+        self.items()
+            .await
+            .into_iter()
+            .filter(|i| {
+                i.get(attr::TRACKING_ID)
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|v| v == tracking_id)
+            })
+            .collect()
+    }
+}
+
+/// The text of a string attribute.
+pub fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+/// (body, reason) of every DLQ message.
+pub fn dlq_reasons(messages: &[Message]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get(tracking_worker::consumer::dlq_attr::REASON))
+                .and_then(|v| v.string_value())
+                .unwrap_or("none")
+                .to_string();
+            (m.body().unwrap_or_default().to_string(), reason)
+        })
+        .collect()
 }

@@ -1,0 +1,267 @@
+//! Settle: what happens to a message once its fate is known — deleted, dead-lettered (poison),
+//! or returned to the queue with a backoff.
+
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+};
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::model::{Poison, attr, s, ttl_attr};
+use crate::retry::{abandoned, backoff, with_backoff};
+use crate::worker::Ctx;
+
+/// SQS's limit per batch call.
+pub const SQS_BATCH_MAX: usize = 10;
+
+/// Partition key of the markers that record a poison message as dead-lettered (sort key: the
+/// source message id), so a redelivery after a failed delete does not send it again.
+pub const PK_DEAD_LETTERED: &str = "#DEAD_LETTERED";
+/// How long a marker is kept: the source queue's longest retention (14 days).
+const MARKER_TTL_DAYS: u32 = 14;
+
+/// Names of the message attributes put on a dead-lettered poison message.
+pub mod dlq_attr {
+    pub const REASON: &str = "tracking.poison.reason";
+    pub const DETAIL: &str = "tracking.poison.detail";
+    pub const SOURCE_MESSAGE_ID: &str = "tracking.source.message_id";
+    pub const SOURCE_QUEUE: &str = "tracking.source.queue";
+}
+
+/// How a message settled.
+#[derive(Debug)]
+pub enum Outcome {
+    Delete,
+    Retry(&'static str),
+    Leave,
+}
+
+pub fn failed(ctx: &Ctx, message: &Message, e: &Error, reason: &'static str) -> Outcome {
+    if abandoned(e, &ctx.abandon) {
+        return Outcome::Leave;
+    }
+    tracing::warn!(message_id = message.message_id(), error = %e, "message failed; returning it to the queue");
+    Outcome::Retry(reason)
+}
+
+/// Poison can never succeed: send it to the DLQ at once, with the reason, and delete it from
+/// the main queue only once the DLQ has accepted it. A marker item keyed by the source
+/// message id, written after the send, makes a redelivery (the delete after the send failed)
+/// skip the send: the poison reaches the DLQ once.
+pub async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outcome {
+    let message_id = message.message_id().unwrap_or_default();
+    if !message_id.is_empty() {
+        let marker = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || {
+            ctx.store.get(PK_DEAD_LETTERED, message_id)
+        })
+        .await;
+        match marker {
+            Ok(Some(_)) => {
+                tracing::info!(
+                    message_id,
+                    "poison already dead-lettered by an earlier delivery; deleting it"
+                );
+                return Outcome::Delete;
+            }
+            Ok(None) => {}
+            Err(e) => return failed(ctx, message, &e, "dead_letter"),
+        }
+    }
+    let detail: String = poison.to_string().chars().take(512).collect();
+    match send_to_dlq(ctx, message, poison.code(), &detail).await {
+        Ok(()) => {
+            tracing::info!(message_id, reason = poison.code(), detail = %detail, "poison message dead-lettered");
+            ctx.metrics.record_dead_lettered(poison.code());
+            ctx.counters.record_dead_lettered();
+            if !message_id.is_empty() {
+                record_marker(ctx, message_id, poison.code()).await;
+            }
+            Outcome::Delete
+        }
+        Err(e) => failed(ctx, message, &e, "dead_letter"),
+    }
+}
+
+async fn send_to_dlq(ctx: &Ctx, message: &Message, code: &str, detail: &str) -> Result<()> {
+    let settings = &ctx.config.settings;
+    let attr_value = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(if v.is_empty() { "-" } else { v })
+            .build()
+            .ok()
+    };
+    let attributes = [
+        (dlq_attr::REASON, attr_value(code)),
+        (dlq_attr::DETAIL, attr_value(detail)),
+        (
+            dlq_attr::SOURCE_MESSAGE_ID,
+            attr_value(message.message_id().unwrap_or_default()),
+        ),
+        (dlq_attr::SOURCE_QUEUE, attr_value(&settings.queue_url)),
+    ];
+    with_backoff(&ctx.metrics, &ctx.abandon, "sqs", "SendMessage", || async {
+        let mut req = ctx
+            .sqs
+            .send_message()
+            .queue_url(&settings.dead_letter_queue_url)
+            .message_body(message.body().unwrap_or_default());
+        for (name, value) in &attributes {
+            if let Some(v) = value {
+                req = req.message_attributes(*name, v.clone());
+            }
+        }
+        req.send()
+            .await
+            .map_err(|e| Error::aws("sqs.SendMessage", e))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The marker is best effort: if it cannot be written the message is still deleted (and
+/// only a failed delete on top of that could send it twice).
+async fn record_marker(ctx: &Ctx, message_id: &str, code: &str) {
+    let now = Utc::now();
+    let item = HashMap::from([
+        (attr::TRACKING_ID.to_string(), s(PK_DEAD_LETTERED)),
+        (attr::TIMESTAMP.to_string(), s(message_id)),
+        ("reason".to_string(), s(code)),
+        (attr::TTL.to_string(), ttl_attr(now, MARKER_TTL_DAYS)),
+    ]);
+    let put = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+        ctx.store.put_new(item.clone())
+    })
+    .await;
+    if let Err(e) = put {
+        tracing::warn!(message_id, error = %e, "could not record the dead-letter marker");
+    }
+}
+
+/// A failed message goes back to the queue after a backoff that grows with its receive
+/// count; SQS moves it to the DLQ after `maxReceiveCount`, as it did for the Lambda.
+pub async fn return_later(ctx: &Ctx, message: &Message) {
+    let Some(receipt) = message.receipt_handle() else {
+        return;
+    };
+    let receives: u32 = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let delay = retry_delay_seconds(receives, ctx.config.settings.visibility_timeout_seconds);
+    ctx.metrics.call("sqs", "ChangeMessageVisibility");
+    let changed = ctx
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.config.settings.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(delay as i32)
+        .send()
+        .await;
+    if let Err(e) = changed {
+        tracing::debug!(error = %Error::aws("sqs.ChangeMessageVisibility", e), "could not set the retry backoff; the visibility timeout applies");
+    }
+}
+
+/// 10 s, 20 s, 40 s, ... capped by the queue's visibility timeout (and SQS's 12 h maximum).
+pub fn retry_delay_seconds(receive_count: u32, visibility_timeout: u32) -> u32 {
+    let exp = 10u32.saturating_mul(1u32 << receive_count.saturating_sub(1).min(16));
+    let cap = if visibility_timeout == 0 {
+        43_200
+    } else {
+        visibility_timeout.min(43_200)
+    };
+    exp.min(cap)
+}
+
+/// Deletes settled messages, ten per call. A chunk that fails does not stop the later
+/// chunks; entries SQS reports as failed without the sender's fault are retried; every
+/// message left undeleted is counted (`failures_total{reason="delete"}`): it will be
+/// redelivered and absorbed as a duplicate.
+pub async fn delete(ctx: &Ctx, receipts: Vec<String>) -> usize {
+    let mut undeleted = 0;
+    for chunk in receipts.chunks(SQS_BATCH_MAX) {
+        let mut todo: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i.to_string(), r.clone()))
+            .collect();
+        for round in 0..5u32 {
+            let entries: Vec<_> = todo
+                .iter()
+                .filter_map(|(id, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .receipt_handle(r)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let out = with_backoff(
+                &ctx.metrics,
+                &ctx.abandon,
+                "sqs",
+                "DeleteMessageBatch",
+                || async {
+                    ctx.sqs
+                        .delete_message_batch()
+                        .queue_url(&ctx.config.settings.queue_url)
+                        .set_entries(Some(entries.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| Error::aws("sqs.DeleteMessageBatch", e))
+                },
+            )
+            .await;
+            let failed = match out {
+                Ok(out) => out.failed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "delete failed; the messages will be redelivered and absorbed as duplicates");
+                    break;
+                }
+            };
+            let retry: Vec<String> = failed
+                .iter()
+                .filter(|f| {
+                    if f.sender_fault {
+                        tracing::warn!(code = f.code, message = f.message, "delete rejected; the message will be redelivered and absorbed as a duplicate");
+                    }
+                    !f.sender_fault
+                })
+                .map(|f| f.id.clone())
+                .collect();
+            let rejected = failed.len() - retry.len();
+            undeleted += rejected;
+            todo.retain(|(id, _)| retry.contains(id));
+            if todo.is_empty() {
+                break;
+            }
+            if round == 4 {
+                break;
+            }
+            tokio::time::sleep(backoff(round)).await;
+        }
+        undeleted += todo.len();
+    }
+    for _ in 0..undeleted {
+        ctx.metrics.record_failure("delete");
+    }
+    undeleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        assert_eq!(retry_delay_seconds(1, 150), 10);
+        assert_eq!(retry_delay_seconds(2, 150), 20);
+        assert_eq!(retry_delay_seconds(3, 150), 40);
+        assert_eq!(retry_delay_seconds(9, 150), 150);
+        assert_eq!(retry_delay_seconds(40, 0), 43_200);
+    }
+}

@@ -1,0 +1,80 @@
+//! The write and settle phases against moto, driven directly: a write whose answer was lost
+//! is the attempt's own (not a duplicate), a repeat is a duplicate, a key reused for other
+//! content is written under a conflict key; poison is dead-lettered once even when the
+//! message comes back after the send.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::Message;
+use tracking_worker::model::{Parsed, attr, parse};
+use tracking_worker::settle::{Outcome, dead_letter};
+use tracking_worker::write::{Written, write_one};
+
+fn item(body: &str, token: &str) -> std::collections::HashMap<String, AttributeValue> {
+    let Ok(Parsed::Update(u)) = parse(body) else {
+        panic!("not an update: {body}")
+    };
+    u.to_item("m-1", token, chrono::Utc::now(), 90)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_repeats_and_conflicts_are_told_apart() {
+    let p = common::pipeline("writes", 30).await;
+    let ctx = p.ctx().await;
+    let body =
+        r#"{"tracking_id":"WP-1","timestamp":"2026-11-20T12:00:00Z","event_id":"e1","status":"A"}"#;
+
+    let first = item(body, "attempt-1");
+    assert_eq!(write_one(&ctx, &first).await.unwrap(), Written::New);
+    // The same attempt again: what a retry after a lost answer sends. DynamoDB refuses the
+    // condition and returns the item, which carries this attempt's token.
+    assert_eq!(write_one(&ctx, &first).await.unwrap(), Written::New);
+    // Another delivery of the same update: a duplicate.
+    let redelivery = item(body, "attempt-2");
+    assert_eq!(
+        write_one(&ctx, &redelivery).await.unwrap(),
+        Written::Duplicate
+    );
+    // Same key, other content: kept under a conflict key, once.
+    let correction = item(&body.replace("\"A\"", "\"B\""), "attempt-3");
+    assert_eq!(
+        write_one(&ctx, &correction).await.unwrap(),
+        Written::Conflict
+    );
+    let again = item(&body.replace("\"A\"", "\"B\""), "attempt-4");
+    assert_eq!(write_one(&ctx, &again).await.unwrap(), Written::Duplicate);
+
+    let items = p.items_of("WP-1").await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    let statuses: std::collections::BTreeSet<_> = items
+        .iter()
+        .filter_map(|i| common::text(i, attr::STATUS))
+        .collect();
+    assert_eq!(statuses, ["A", "B"].into());
+    assert_eq!(ctx.metrics.report().key_conflicts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_reaches_the_dlq_once_when_its_delete_failed() {
+    let p = common::pipeline("marker", 30).await;
+    let ctx = p.ctx().await;
+    let message = Message::builder()
+        .message_id("source-message-1")
+        .body("not json")
+        .build();
+    let poison = parse("not json").unwrap_err();
+    // First delivery: sent to the DLQ. Its delete "failed" (we never delete), so SQS hands
+    // the same message out again: the marker makes the second delivery skip the send.
+    assert!(matches!(
+        dead_letter(&ctx, &message, &poison).await,
+        Outcome::Delete
+    ));
+    assert!(matches!(
+        dead_letter(&ctx, &message, &poison).await,
+        Outcome::Delete
+    ));
+    let dlq = p.drain_dlq(2).await;
+    assert_eq!(dlq.len(), 1, "dead-lettered once");
+    assert_eq!(ctx.metrics.report().dead_lettered, 1);
+}
