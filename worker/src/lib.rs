@@ -15,6 +15,7 @@ pub mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod redrive;
 pub mod retry;
 pub mod store;
 pub mod synth;
