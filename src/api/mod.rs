@@ -14,7 +14,7 @@ pub use spec::{
     AlertsSpec, DeletionPolicy, EncryptionSpec, QueueSpec, ScheduleSpec, TableSpec,
     TrackingPipeline, TrackingPipelineSpec, WorkerSpec, defaults,
 };
-pub use status::{Outputs, TrackingPipelineStatus, condition};
+pub use status::{Outputs, QueueStatus, TrackingPipelineStatus, condition};
 
 use kube::CustomResourceExt;
 

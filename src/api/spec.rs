@@ -30,6 +30,10 @@ use super::status::TrackingPipelineStatus;
     derive = "PartialEq",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Queue","type":"integer","description":"Messages waiting in the main queue","jsonPath":".status.queue.visible"}"#,
+    printcolumn = r#"{"name":"In-Flight","type":"integer","priority":1,"description":"Messages received by a worker and not yet deleted","jsonPath":".status.queue.inFlight"}"#,
+    printcolumn = r#"{"name":"DLQ","type":"integer","description":"Messages in the dead-letter queue","jsonPath":".status.queue.deadLetter"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","priority":1,"description":"Worker replicas (reported by the autoscaler)","jsonPath":".status.worker.currentReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("size(self.environment) >= 1 && size(self.environment) <= 256").message("spec.environment must be 1 to 256 characters (an AWS tag value)").field_path(".environment"))]

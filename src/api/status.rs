@@ -22,6 +22,55 @@ pub struct TrackingPipelineStatus {
     /// Identifiers of everything the pipeline created, written as soon as each is known.
     #[serde(default)]
     pub outputs: Outputs,
+
+    /// Depths of the main and dead-letter queues as SQS reported them on the last
+    /// reconcile (read from the attributes the drift check fetches anyway, so they cost no
+    /// extra call; refreshed every resync interval, approximate as SQS's counts are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
+}
+
+/// Queue depths for `kubectl get tp` and the operator's per-pipeline gauges.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Messages waiting in the main queue (`ApproximateNumberOfMessages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<i64>,
+    /// Messages a worker has received and not yet deleted
+    /// (`ApproximateNumberOfMessagesNotVisible`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<i64>,
+    /// Messages sent with a delay that are not visible yet (`ApproximateNumberOfMessagesDelayed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed: Option<i64>,
+    /// Messages in the dead-letter queue, visible or being inspected (`trackctl dlq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<i64>,
+}
+
+impl QueueStatus {
+    /// From the `GetQueueAttributes` answers of the main queue and of the dead-letter queue
+    /// (attribute name to value; a missing or unparsable count stays unknown).
+    pub fn from_attributes(
+        main: &std::collections::BTreeMap<String, String>,
+        dead_letter: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        let count = |attrs: &std::collections::BTreeMap<String, String>, name: &str| {
+            attrs.get(name).and_then(|v| v.parse::<i64>().ok())
+        };
+        let dlq_visible = count(dead_letter, "ApproximateNumberOfMessages");
+        let dlq_hidden = count(dead_letter, "ApproximateNumberOfMessagesNotVisible");
+        Self {
+            visible: count(main, "ApproximateNumberOfMessages"),
+            in_flight: count(main, "ApproximateNumberOfMessagesNotVisible"),
+            delayed: count(main, "ApproximateNumberOfMessagesDelayed"),
+            dead_letter: match (dlq_visible, dlq_hidden) {
+                (None, None) => None,
+                (v, h) => Some(v.unwrap_or(0) + h.unwrap_or(0)),
+            },
+        }
+    }
 }
 
 /// Identifiers of the pipeline's resources (what producers and the worker need).
@@ -99,4 +148,44 @@ pub mod condition {
     /// Present only while a deletion is in progress: False with the AWS error code of every
     /// part whose cleanup failed (the finalizer stays until they are gone or retained).
     pub const DELETING: &str = "Deleting";
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::QueueStatus;
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn queue_status_reads_the_approximate_counts() {
+        let main = attrs(&[
+            ("ApproximateNumberOfMessages", "12"),
+            ("ApproximateNumberOfMessagesNotVisible", "3"),
+            ("ApproximateNumberOfMessagesDelayed", "0"),
+            ("VisibilityTimeout", "150"),
+        ]);
+        let dlq = attrs(&[
+            ("ApproximateNumberOfMessages", "4"),
+            ("ApproximateNumberOfMessagesNotVisible", "1"),
+        ]);
+        let q = QueueStatus::from_attributes(&main, &dlq);
+        assert_eq!(
+            q,
+            QueueStatus {
+                visible: Some(12),
+                in_flight: Some(3),
+                delayed: Some(0),
+                dead_letter: Some(5),
+            }
+        );
+        let unknown = QueueStatus::from_attributes(&attrs(&[]), &attrs(&[("x", "y")]));
+        assert_eq!(unknown, QueueStatus::default());
+    }
 }

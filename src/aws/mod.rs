@@ -198,6 +198,8 @@ pub struct PartReport {
     /// Attributes changed back to the desired value, e.g.
     /// `SQS queue tp_ns_name-queue: VisibilityTimeout`.
     pub repaired: Vec<String>,
+    /// Queue depths read along the way (the queues part only), for `status.queue`.
+    pub queue: Option<crate::api::QueueStatus>,
 }
 
 impl PartReport {

@@ -10,6 +10,7 @@ use super::desired::{Desired, Queues};
 use super::error::{api, unexpected};
 use super::tags::{check_owner, describe, missing_tags};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
+use crate::api::QueueStatus;
 
 const SVC: &str = "SQS";
 
@@ -102,13 +103,16 @@ pub(super) async fn ensure(
 ) -> Result<()> {
     let key = need(&out.queue_key_arn, "Queues", "the SQS key ARN")?.to_string();
     let dlq_attrs = dead_letter_attributes(&d.queues, &key);
-    let (url, arn) = ensure_queue(c, d, &d.names.dead_letter_queue, &dlq_attrs, report).await?;
+    let (url, arn, dlq_actual) =
+        ensure_queue(c, d, &d.names.dead_letter_queue, &dlq_attrs, report).await?;
     out.dead_letter_queue_url = Some(url);
     out.dead_letter_queue_arn = Some(arn.clone());
     let attrs = queue_attributes(&d.queues, &key, &arn);
-    let (url, arn) = ensure_queue(c, d, &d.names.queue, &attrs, report).await?;
+    let (url, arn, actual) = ensure_queue(c, d, &d.names.queue, &attrs, report).await?;
     out.queue_url = Some(url);
     out.queue_arn = Some(arn);
+    // The depths come with the attributes read for the drift check: no extra call.
+    report.queue = Some(QueueStatus::from_attributes(&actual, &dlq_actual));
     Ok(())
 }
 
@@ -159,14 +163,14 @@ fn to_sdk(attrs: &BTreeMap<String, String>) -> HashMap<QueueAttributeName, Strin
         .collect()
 }
 
-/// Returns the queue's URL and ARN.
+/// Returns the queue's URL, ARN and attributes as read.
 async fn ensure_queue(
     c: &AwsClients,
     d: &Desired,
     name: &str,
     desired: &BTreeMap<String, String>,
     report: &mut PartReport,
-) -> Result<(String, String)> {
+) -> Result<(String, String, BTreeMap<String, String>)> {
     let resource = format!("SQS queue {name}");
     let (url, actual) = match queue_url(c, name).await? {
         None => {
@@ -220,7 +224,7 @@ async fn ensure_queue(
         .get("QueueArn")
         .cloned()
         .ok_or_else(|| unexpected(SVC, format!("{resource} has no QueueArn attribute")))?;
-    Ok((url, arn))
+    Ok((url, arn, actual))
 }
 
 pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {

@@ -121,6 +121,9 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         match result {
             Ok(report) => {
                 announce(&pipeline, ctx, &report).await;
+                if let Some(queue) = &report.queue {
+                    status.current.queue = Some(queue.clone());
+                }
                 let message = ready_message(part, &status.current);
                 let this = outcome::part_done(
                     &mut status.current,

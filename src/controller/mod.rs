@@ -280,6 +280,7 @@ pub async fn run(
     let namespace = ctx.config.namespace.clone();
     let ns = namespace.as_deref();
     let (reader, writer) = reflector::store();
+    ctx.metrics.observe_pipelines(reader.clone());
     let pipelines = watcher(
         scoped::<TrackingPipeline>(&client, ns),
         watcher::Config::default(),

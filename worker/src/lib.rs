@@ -17,6 +17,7 @@ pub mod json;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod redrive;
 pub mod retry;
 pub mod settle;
 pub mod store;

@@ -1,6 +1,8 @@
-//! `trackctl`: send realistic tracking traffic to a pipeline's queue, and read a shipment's
-//! audit history back. Endpoint, region and credentials come from the standard AWS
-//! environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...).
+//! `trackctl`: send realistic tracking traffic to a pipeline's queue, read a shipment's
+//! audit history back, and inspect or redrive the dead-letter queue (`trackctl dlq`; how it
+//! avoids losing or doubling a message is in `tracking_worker::redrive`). Endpoint, region
+//! and credentials come from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! ...); a pipeline named with `-n NAMESPACE NAME` is looked up with `kubectl`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,7 @@ use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use tracking_worker::model::{attr, attr_to_json};
+use tracking_worker::redrive::{self, Ledger, MoveTask};
 use tracking_worker::synth;
 
 #[derive(Parser)]
@@ -27,6 +30,102 @@ enum Command {
     Send(SendArgs),
     /// Print a tracking id's audit history in time order.
     History(HistoryArgs),
+    /// Inspect the dead-letter queue, or move its messages back to the main queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List messages with their rejection reason and receive count, without consuming them.
+    List(ListArgs),
+    /// Print one message (body and attributes), without consuming it.
+    Show(ShowArgs),
+    /// Move messages (all, or those with one reason) back to the main queue, rate-limited.
+    Redrive(RedriveArgs),
+}
+
+/// Which pipeline: `-n NAMESPACE NAME` (read from the cluster with kubectl), or the queue URLs.
+#[derive(Parser)]
+struct Target {
+    /// Namespace of the TrackingPipeline.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Name of the TrackingPipeline (its status.outputs give the queue URLs).
+    name: Option<String>,
+    /// URL of the main queue (instead of a pipeline name).
+    #[arg(long, env = "TRACKING_QUEUE_URL")]
+    queue_url: Option<String>,
+    /// URL of the dead-letter queue (instead of a pipeline name).
+    #[arg(long, env = "TRACKING_DEAD_LETTER_QUEUE_URL")]
+    dead_letter_queue_url: Option<String>,
+}
+
+#[derive(Parser)]
+struct ListArgs {
+    #[command(flatten)]
+    target: Target,
+    /// List at most this many messages.
+    #[arg(long, default_value_t = 100)]
+    max: usize,
+    /// Seconds each message is hidden from other readers while the listing runs.
+    #[arg(long, default_value_t = 30)]
+    lease: i32,
+    /// Print JSON lines (with bodies) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Parser)]
+struct ShowArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The DLQ message id (from `trackctl dlq list`).
+    #[arg(long)]
+    id: String,
+    /// Look through at most this many messages.
+    #[arg(long, default_value_t = 10_000)]
+    max: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Method {
+    /// SQS's message-move task when the backend has it and no --reason is given, else copy.
+    Auto,
+    /// SQS's message-move task only.
+    Task,
+    /// Receive, send to the main queue, delete; with the move ledger.
+    Copy,
+}
+
+#[derive(Parser)]
+struct RedriveArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Only messages with this reason (`trackctl dlq list` shows them; `max_receive_count`
+    /// for those SQS moved after repeated failures).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Messages moved per second at most.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    #[arg(long, value_enum, default_value = "auto")]
+    method: Method,
+    /// The move ledger (default: one file per DLQ under $XDG_STATE_HOME/trackctl).
+    #[arg(long)]
+    ledger: Option<std::path::PathBuf>,
+    /// Seconds a message being moved stays hidden in the DLQ.
+    #[arg(long, default_value_t = 60)]
+    lease: i32,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max: Option<usize>,
+    /// Also move messages an earlier redrive moved already and that came back.
+    #[arg(long)]
+    include_returned: bool,
+    /// Seconds to wait for messages another reader (an interrupted run) still holds.
+    #[arg(long, default_value_t = 90)]
+    wait: u64,
 }
 
 #[derive(Parser)]
@@ -79,6 +178,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Send(args) => send(&sdk, args).await,
         Command::History(args) => history(&sdk, args).await,
+        Command::Dlq(cmd) => dlq(&sdk, cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -247,5 +347,257 @@ async fn history(sdk: &aws_config::SdkConfig, args: HistoryArgs) -> BoxResult<()
     if n == 0 {
         return Err(format!("no history for {:?} in {}", args.tracking_id, args.table).into());
     }
+    Ok(())
+}
+
+/// The queues of a pipeline.
+struct Queues {
+    main: String,
+    dead_letter: String,
+}
+
+impl Target {
+    fn resolve(&self) -> BoxResult<Queues> {
+        if let (Some(main), Some(dead_letter)) = (&self.queue_url, &self.dead_letter_queue_url) {
+            if self.name.is_none() {
+                return Ok(Queues {
+                    main: main.clone(),
+                    dead_letter: dead_letter.clone(),
+                });
+            }
+        }
+        let Some(name) = &self.name else {
+            return Err("name a pipeline (-n NAMESPACE NAME) or give --queue-url and --dead-letter-queue-url".into());
+        };
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.args([
+            "get",
+            "trackingpipelines.tracking-operator.io",
+            name,
+            "-o",
+            "json",
+        ]);
+        if let Some(ns) = &self.namespace {
+            cmd.args(["-n", ns]);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("running kubectl (needed for -n NAMESPACE NAME): {e}"))?;
+        if !out.status.success() {
+            return Err(format!("kubectl: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+        }
+        let tp: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let get = |key: &str| {
+            tp["status"]["outputs"][key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("pipeline {name} has no status.outputs.{key} yet"))
+        };
+        Ok(Queues {
+            main: get("queueUrl")?,
+            dead_letter: get("deadLetterQueueUrl")?,
+        })
+    }
+}
+
+async fn dlq(sdk: &aws_config::SdkConfig, cmd: DlqCommand) -> BoxResult<()> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    match cmd {
+        DlqCommand::List(args) => {
+            let q = args.target.resolve()?;
+            let messages = redrive::peek(&sqs, &q.dead_letter, args.max, args.lease).await?;
+            if args.json {
+                for m in &messages {
+                    println!("{}", serde_json::to_string(m)?);
+                }
+            } else {
+                println!(
+                    "{:<38}  {:<22}  {:>8}  {:<24}  DETAIL",
+                    "MESSAGE ID", "REASON", "RECEIVES", "SENT"
+                );
+                for m in &messages {
+                    let sent = m
+                        .sent_timestamp
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let detail: String = m
+                        .detail
+                        .as_deref()
+                        .unwrap_or("-")
+                        .chars()
+                        .take(60)
+                        .collect();
+                    println!(
+                        "{:<38}  {:<22}  {:>8}  {:<24}  {detail}",
+                        m.message_id,
+                        m.reason,
+                        m.receive_count
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        sent,
+                    );
+                }
+            }
+            let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
+            for m in &messages {
+                *by_reason.entry(m.reason.as_str()).or_default() += 1;
+            }
+            eprintln!(
+                "trackctl: {} messages listed, by reason: {by_reason:?}",
+                messages.len()
+            );
+            Ok(())
+        }
+        DlqCommand::Show(args) => {
+            let q = args.target.resolve()?;
+            let messages = redrive::peek(&sqs, &q.dead_letter, args.max, 30).await?;
+            let m = messages
+                .into_iter()
+                .find(|m| m.message_id == args.id)
+                .ok_or_else(|| format!("message {} is not in the dead-letter queue", args.id))?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            Ok(())
+        }
+        DlqCommand::Redrive(args) => redrive_cmd(&sqs, args).await,
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> BoxResult<String> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    out.attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| format!("{url} has no QueueArn").into())
+}
+
+/// A one-line progress bar on stderr, redrawn in place on a terminal, a line per second
+/// otherwise.
+struct Progress {
+    last: Instant,
+    started: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            last: Instant::now() - Duration::from_secs(1),
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, done: u64, total: i64, extra: &str, force: bool) {
+        if !force && self.last.elapsed() < Duration::from_millis(if self.tty { 100 } else { 1000 })
+        {
+            return;
+        }
+        self.last = Instant::now();
+        let total = total.max(done as i64).max(1) as u64;
+        let filled = (done * 30 / total) as usize;
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "redrive [{}{}] {done}/{total} {extra} {rate:.1}/s",
+            "#".repeat(filled),
+            "-".repeat(30 - filled)
+        );
+        if self.tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+async fn redrive_cmd(sqs: &aws_sdk_sqs::Client, args: RedriveArgs) -> BoxResult<()> {
+    let q = args.target.resolve()?;
+    let use_task = match args.method {
+        Method::Copy => false,
+        Method::Task => true,
+        Method::Auto => args.reason.is_none() && args.max.is_none(),
+    };
+    let mut progress = Progress::new();
+    if use_task {
+        let dlq_arn = queue_arn(sqs, &q.dead_letter).await?;
+        let main_arn = queue_arn(sqs, &q.main).await?;
+        match redrive::start_move_task(sqs, &dlq_arn, &main_arn, args.rate.ceil() as i32).await? {
+            MoveTask::Running(handle) => {
+                eprintln!(
+                    "trackctl: SQS message-move task {handle} (it goes on if this command stops; run it again to follow it)"
+                );
+                let report = redrive::follow_move_task(sqs, &dlq_arn, |moved, to_move| {
+                    progress.show(moved.max(0) as u64, to_move, "moved", false)
+                })
+                .await?;
+                eprintln!();
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            MoveTask::Unsupported(why) => {
+                if matches!(args.method, Method::Task) {
+                    return Err(format!("the backend cannot run a message-move task: {why}").into());
+                }
+                eprintln!(
+                    "trackctl: no message-move task on this backend ({why}); moving message by message"
+                );
+            }
+        }
+    }
+    let path = args
+        .ledger
+        .clone()
+        .unwrap_or_else(|| redrive::default_ledger_path(&q.dead_letter));
+    let mut ledger = Ledger::open(&path)?;
+    eprintln!("trackctl: move ledger {}", path.display());
+    let opts = redrive::Options {
+        filter: redrive::Filter {
+            reason: args.reason.clone(),
+            include_returned: args.include_returned,
+        },
+        rate: args.rate,
+        lease_seconds: args.lease,
+        max: args.max,
+        wait_for_leased: Duration::from_secs(args.wait),
+    };
+    let report = redrive::redrive_copy(sqs, &q.dead_letter, &q.main, &mut ledger, &opts, |r| {
+        let extra = format!(
+            "moved, {} finished, {} kept, {} failed",
+            r.finished_from_earlier_run, r.kept, r.failed
+        );
+        progress.show(
+            r.moved + r.finished_from_earlier_run,
+            r.initial - r.kept as i64,
+            &extra,
+            false,
+        )
+    })
+    .await?;
+    let extra = format!(
+        "moved, {} finished, {} kept, {} failed",
+        report.finished_from_earlier_run, report.kept, report.failed
+    );
+    progress.show(
+        report.moved + report.finished_from_earlier_run,
+        report.initial - report.kept as i64,
+        &extra,
+        true,
+    );
+    if progress.tty {
+        eprintln!();
+    }
+    if !report.in_doubt.is_empty() {
+        eprintln!(
+            "trackctl: {} message(s) were being sent when an earlier run stopped and were sent again: a copy too many of a valid update is absorbed by the worker's idempotent write",
+            report.in_doubt.len()
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
