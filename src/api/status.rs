@@ -22,6 +22,11 @@ pub struct TrackingPipelineStatus {
     /// Identifiers of everything the pipeline created, written as soon as each is known.
     #[serde(default)]
     pub outputs: Outputs,
+
+    /// What the autoscaler saw and did (only with `spec.worker.autoscaling`). Written by the
+    /// autoscaler alone, with a merge patch of this key; the reconciler never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerStatus>,
 }
 
 /// Identifiers of the pipeline's resources (what producers and the worker need).
@@ -75,6 +80,30 @@ pub struct Outputs {
     /// worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_config_map: Option<String>,
+}
+
+/// The worker as the autoscaler last measured and scaled it.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// Pods the worker Deployment has (its `status.replicas`) when last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+    /// Replicas the autoscaler wants (after limits, rate limit and stabilisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Messages visible plus in flight in the main queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
+    /// Age of the oldest message in seconds, from CloudWatch (absent when not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_message_age_seconds: Option<i64>,
+    /// When the autoscaler last changed the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why it last changed it, e.g. `backlog 2400 wants 24 replicas, limited to 8 by scaleUpStep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
 }
 
 /// Condition types written to `status.conditions`.

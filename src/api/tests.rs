@@ -266,7 +266,7 @@ fn crd_shape() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Ready", "Reason", "Age"]);
+    assert_eq!(columns, ["Ready", "Reason", "Backlog", "Age"]);
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
