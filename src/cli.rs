@@ -78,6 +78,11 @@ pub struct RunArgs {
     #[arg(long, env = "OIDC_PROVIDER_ARN")]
     pub oidc_provider_arn: Option<String>,
 
+    /// How often the autoscaler measures each autoscaled pipeline's queue and sets its
+    /// worker replicas (`spec.worker.autoscaling`); independent of --resync-interval.
+    #[arg(long, env = "TRACKING_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    pub autoscale_interval: Duration,
+
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
@@ -108,6 +113,7 @@ mod tests {
             panic!("run")
         };
         assert_eq!(args.resync_interval, Duration::from_secs(300));
+        assert_eq!(args.autoscale_interval, Duration::from_secs(15));
         assert!(!args.leader_elect);
         assert_eq!(args.metrics_addr.port(), 8080);
     }

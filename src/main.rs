@@ -10,6 +10,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client, CustomResourceExt};
 use tracing::{error, info, warn};
 use tracking_operator::api::TrackingPipeline;
+use tracking_operator::autoscale;
 use tracking_operator::aws::{AwsClients, Settings};
 use tracking_operator::cli::{Cli, Command, RunArgs};
 use tracking_operator::controller::{self, Config, Context, leader::LeaseLock};
@@ -130,6 +131,8 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     config.concurrency = args.concurrency;
     config.identity = identity.clone();
     let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
+    // Built here, polled only below: with leader election, only once the Lease is ours.
+    let autoscaler = autoscale::run(ctx.clone(), args.autoscale_interval);
 
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -149,12 +152,14 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
         lock.acquire().await;
         tokio::select! {
             () = controller::run(ctx, health, shutdown) => Ok(()),
+            () = autoscaler => Ok(()),
             err = lock.keep() => Err(err),
             res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
         }
     } else {
         tokio::select! {
             () = controller::run(ctx, health, shutdown) => Ok(()),
+            () = autoscaler => Ok(()),
             res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
         }
     }

@@ -39,6 +39,8 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
+    /// The autoscaler's gauges (src/autoscale).
+    pub autoscale: crate::autoscale::AutoscaleMetrics,
 }
 
 impl Metrics {
@@ -66,7 +68,9 @@ impl Metrics {
             duration.clone(),
         );
         registry.register_collector(Box::new(AwsCalls(calls)));
+        let autoscale = crate::autoscale::AutoscaleMetrics::register(&mut registry);
         Self {
+            autoscale,
             registry,
             reconciles,
             errors,
