@@ -93,6 +93,11 @@ pub struct RunArgs {
     #[arg(long, env = "PERMISSIONS_BOUNDARY")]
     pub permissions_boundary: Option<String>,
 
+    /// How often the autoscaler measures each autoscaled pipeline's queue and sets its
+    /// worker replicas (`spec.worker.autoscaling`); independent of --resync-interval.
+    #[arg(long, env = "TRACKING_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    pub autoscale_interval: Duration,
+
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
@@ -133,6 +138,7 @@ mod tests {
             panic!("run")
         };
         assert!(!off.leader_elect);
+        assert_eq!(args.autoscale_interval, Duration::from_secs(15));
         let bare = Cli::try_parse_from(["tracking-operator", "run", "--leader-elect"]);
         assert!(bare.is_ok(), "the chart's bare flag still parses");
         assert_eq!(args.metrics_addr.port(), 8080);

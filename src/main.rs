@@ -10,6 +10,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client, CustomResourceExt};
 use tracing::{error, info, warn};
 use tracking_operator::api::TrackingPipeline;
+use tracking_operator::autoscale;
 use tracking_operator::aws::{AwsClients, Settings};
 use tracking_operator::cli::{Cli, Command, RunArgs};
 use tracking_operator::controller::{self, Config, Context, leader::LeaseLock};
@@ -144,6 +145,8 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     config.concurrency = args.concurrency;
     config.identity = identity.clone();
     let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
+    // Built here, polled only below: with leader election, only once the Lease is ours.
+    let autoscaler = autoscale::run(ctx.clone(), args.autoscale_interval);
 
     // SIGTERM is how Kubernetes stops a Pod (and as PID 1 nothing else handles it):
     // stop taking work, let the reconciles in flight finish, then release the Lease so the
@@ -162,6 +165,7 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
         warn!("leader election is off: never run two of these against the same cluster");
         return tokio::select! {
             () = controller::run(ctx, health, stopped(stop_rx)) => Ok(()),
+            () = autoscaler => Ok(()),
             res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
         };
     }
@@ -182,6 +186,7 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     }
     let result = tokio::select! {
         () = controller::run(ctx, health, stopped(stop_rx)) => Ok(()),
+        () = autoscaler => Ok(()),
         err = lock.keep() => Err(err),
         res = server => { warn!(?res, "HTTP server stopped"); Ok(()) }
     };

@@ -52,6 +52,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     pipelines: Arc<OnceLock<Store<TrackingPipeline>>>,
+    /// The autoscaler's gauges (src/autoscale).
+    pub autoscale: crate::autoscale::AutoscaleMetrics,
 }
 
 impl Metrics {
@@ -92,7 +94,9 @@ impl Metrics {
             "Always 1, labelled with the operator's version; its absence means the operator is down",
             build_info,
         );
+        let autoscale = crate::autoscale::AutoscaleMetrics::register(&mut registry);
         Self {
+            autoscale,
             registry,
             reconciles,
             errors,

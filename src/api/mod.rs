@@ -11,10 +11,10 @@ mod tests;
 
 pub use duration::{PERIOD_PATTERN, Period};
 pub use spec::{
-    AlertsSpec, DeletionPolicy, EncryptionSpec, QueueSpec, ScheduleSpec, TableSpec,
-    TrackingPipeline, TrackingPipelineSpec, WorkerSpec, defaults,
+    AlertsSpec, AutoscalingMode, AutoscalingSpec, DeletionPolicy, EncryptionSpec, QueueSpec,
+    ScheduleSpec, TableSpec, TrackingPipeline, TrackingPipelineSpec, WorkerSpec, defaults,
 };
-pub use status::{Outputs, QueueStatus, TrackingPipelineStatus, condition};
+pub use status::{Outputs, QueueStatus, TrackingPipelineStatus, WorkerStatus, condition};
 
 use kube::CustomResourceExt;
 

@@ -32,6 +32,7 @@ use super::status::TrackingPipelineStatus;
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Queue","type":"integer","description":"Messages waiting in the main queue","jsonPath":".status.queue.visible"}"#,
     printcolumn = r#"{"name":"In-Flight","type":"integer","priority":1,"description":"Messages received by a worker and not yet deleted","jsonPath":".status.queue.inFlight"}"#,
+    printcolumn = r#"{"name":"Backlog","type":"integer","description":"Messages visible + in flight, as the autoscaler measured them","jsonPath":".status.worker.backlog"}"#,
     printcolumn = r#"{"name":"DLQ","type":"integer","description":"Messages in the dead-letter queue","jsonPath":".status.queue.deadLetter"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","priority":1,"description":"Worker replicas (reported by the autoscaler)","jsonPath":".status.worker.currentReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -324,9 +325,14 @@ pub struct WorkerSpec {
     #[schemars(length(max = 512))]
     pub image: Option<String>,
 
-    /// Number of worker Pods.
+    /// Number of worker Pods. Ignored when `autoscaling` is set.
     #[serde(default = "defaults::replicas")]
     pub replicas: i32,
+
+    /// Scale the worker with its queue instead of a fixed `replicas`. Without it the
+    /// Deployment has exactly `replicas` Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 
     /// Messages handled per batch (receives of up to 10 are accumulated up to the window).
     #[serde(default = "defaults::batch_size")]
@@ -363,12 +369,97 @@ impl Default for WorkerSpec {
         Self {
             image: None,
             replicas: defaults::replicas(),
+            autoscaling: None,
             batch_size: defaults::batch_size(),
             max_batching_window_seconds: defaults::max_batching_window_seconds(),
             concurrency: defaults::concurrency(),
             resources: None,
             service_account_name: None,
             role_arn: None,
+        }
+    }
+}
+
+/// Who sets the worker's replica count when autoscaling is on.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalingMode {
+    /// The operator measures the queue and writes the Deployment's scale subresource.
+    #[default]
+    Operator,
+    /// Something else (an HPA, a KEDA `ScaledObject`) owns `replicas`; the operator never
+    /// writes it and a replica change never triggers a reconcile.
+    External,
+}
+
+/// Scaling the worker with its queue, to zero and back (like the Lambda SQS trigger it
+/// replaces). Desired replicas = ceil((visible + in-flight messages) / `targetBacklogPerReplica`),
+/// between `minReplicas` and `maxReplicas`, raised by at most `scaleUpStep` per
+/// `scaleUpPeriodSeconds` and lowered only to the highest count wanted during the last
+/// `scaleDownStabilizationSeconds`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("spec.worker.autoscaling.minReplicas must not be greater than maxReplicas").field_path(".minReplicas"))]
+#[x_kube(validation = in_range("minReplicas", "spec.worker.autoscaling.minReplicas", 0, 1_000, ""))]
+#[x_kube(validation = in_range("maxReplicas", "spec.worker.autoscaling.maxReplicas", 1, 1_000, ""))]
+#[x_kube(validation = at_least("targetBacklogPerReplica", "spec.worker.autoscaling.targetBacklogPerReplica", 1))]
+#[x_kube(validation = Rule::new("!has(self.maxOldestMessageAgeSeconds) || self.maxOldestMessageAgeSeconds >= 1").message("spec.worker.autoscaling.maxOldestMessageAgeSeconds must be at least 1").field_path(".maxOldestMessageAgeSeconds"))]
+#[x_kube(validation = in_range("scaleDownStabilizationSeconds", "spec.worker.autoscaling.scaleDownStabilizationSeconds", 0, 86_400, "seconds"))]
+#[x_kube(validation = in_range("scaleUpStep", "spec.worker.autoscaling.scaleUpStep", 1, 1_000, "replicas"))]
+#[x_kube(validation = in_range("scaleUpPeriodSeconds", "spec.worker.autoscaling.scaleUpPeriodSeconds", 1, 3_600, "seconds"))]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// `operator` (default): the operator scales the worker. `external`: an HPA or KEDA
+    /// does; the operator leaves `replicas` alone entirely.
+    #[serde(default)]
+    pub mode: AutoscalingMode,
+
+    /// Fewest worker Pods (0 allowed: no Pod while the queue is empty and nothing is in
+    /// flight for the whole stabilisation window).
+    #[serde(default)]
+    pub min_replicas: i32,
+
+    /// Most worker Pods (1–1000).
+    #[serde(default = "defaults::max_replicas")]
+    pub max_replicas: i32,
+
+    /// Messages (visible + in flight) one Pod is expected to keep up with. Desired replicas
+    /// = ceil(backlog / this).
+    #[serde(default = "defaults::target_backlog_per_replica")]
+    pub target_backlog_per_replica: i32,
+
+    /// When the oldest message in the queue is older than this many seconds, add a Pod even
+    /// if the backlog alone would not (read from CloudWatch at most once a minute, and only
+    /// while there is a backlog). Unset: the age never forces a scale-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_oldest_message_age_seconds: Option<i32>,
+
+    /// Seconds the backlog must have wanted fewer Pods before the operator removes any: it
+    /// scales down only to the highest count wanted during this window (0–86400).
+    #[serde(default = "defaults::scale_down_stabilization_seconds")]
+    pub scale_down_stabilization_seconds: i32,
+
+    /// Most Pods added within `scaleUpPeriodSeconds` (1–1000).
+    #[serde(default = "defaults::scale_up_step")]
+    pub scale_up_step: i32,
+
+    /// The period of the scale-up rate limit, in seconds (1–3600).
+    #[serde(default = "defaults::scale_up_period_seconds")]
+    pub scale_up_period_seconds: i32,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            mode: AutoscalingMode::default(),
+            min_replicas: 0,
+            max_replicas: defaults::max_replicas(),
+            target_backlog_per_replica: defaults::target_backlog_per_replica(),
+            max_oldest_message_age_seconds: None,
+            scale_down_stabilization_seconds: defaults::scale_down_stabilization_seconds(),
+            scale_up_step: defaults::scale_up_step(),
+            scale_up_period_seconds: defaults::scale_up_period_seconds(),
         }
     }
 }
@@ -443,5 +534,23 @@ pub mod defaults {
     }
     pub fn concurrency() -> i32 {
         WorkerSettings::DEFAULT_CONCURRENCY as i32
+    }
+    pub fn max_replicas() -> i32 {
+        10
+    }
+    /// A default worker receives `concurrency` batches of `batchSize` at a time (40
+    /// messages); 100 per Pod keeps a short queue without adding a Pod per burst of 10.
+    pub fn target_backlog_per_replica() -> i32 {
+        100
+    }
+    /// HPA's default scale-down window.
+    pub fn scale_down_stabilization_seconds() -> i32 {
+        300
+    }
+    pub fn scale_up_step() -> i32 {
+        4
+    }
+    pub fn scale_up_period_seconds() -> i32 {
+        60
     }
 }

@@ -28,6 +28,10 @@ pub struct TrackingPipelineStatus {
     /// extra call; refreshed every resync interval, approximate as SQS's counts are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueStatus>,
+    /// What the autoscaler saw and did (only with `spec.worker.autoscaling`). Written by the
+    /// autoscaler alone, with a merge patch of this key; the reconciler never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerStatus>,
 }
 
 /// Queue depths for `kubectl get tp` and the operator's per-pipeline gauges.
@@ -129,6 +133,30 @@ pub struct Outputs {
     /// worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_config_map: Option<String>,
+}
+
+/// The worker as the autoscaler last measured and scaled it.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// Pods the worker Deployment has (its `status.replicas`) when last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+    /// Replicas the autoscaler wants (after limits, rate limit and stabilisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Messages visible plus in flight in the main queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
+    /// Age of the oldest message in seconds, from CloudWatch (absent when not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_message_age_seconds: Option<i64>,
+    /// When the autoscaler last changed the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why it last changed it, e.g. `backlog 2400 wants 24 replicas, limited to 8 by scaleUpStep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
 }
 
 /// Condition types written to `status.conditions`.

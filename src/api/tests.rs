@@ -273,6 +273,7 @@ fn crd_shape() {
             "Reason",
             "Queue",
             "In-Flight",
+            "Backlog",
             "DLQ",
             "Replicas",
             "Age"

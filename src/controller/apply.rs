@@ -52,6 +52,11 @@ impl StatusWriter {
 /// known (e.g. the worker role after the OIDC setting was removed) is sent as null.
 fn status_patch(status: &TrackingPipelineStatus) -> serde_json::Value {
     let mut patch = json!({ "status": status });
+    // `status.worker` belongs to the autoscaler (src/autoscale); a copy read at the start of
+    // this pass would overwrite its newer one.
+    if let Some(status) = patch["status"].as_object_mut() {
+        status.remove("worker");
+    }
     if let Some(outputs) = patch["status"]["outputs"].as_object_mut() {
         let schema = schemars::schema_for!(Outputs);
         let known = schema.get("properties").and_then(|p| p.as_object());

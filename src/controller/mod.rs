@@ -294,7 +294,7 @@ pub async fn run(
     let deployments = watcher(scoped::<Deployment>(&client, ns), children.clone())
         .default_backoff()
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(crate::k8s::deployment_change, Default::default());
     let config_maps = watcher(scoped::<ConfigMap>(&client, ns), children.clone())
         .default_backoff()
         .applied_objects()

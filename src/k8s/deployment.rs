@@ -15,10 +15,40 @@ use kube::ResourceExt;
 use tracking_worker::contract::{WorkerSettings, cloudwatch};
 
 use super::{PIPELINE_LABEL, bounded, child_labels, child_meta};
-use crate::api::TrackingPipeline;
+use crate::api::{AutoscalingMode, TrackingPipeline};
 use crate::error::{Error, Result};
 
 const METRICS_PORT_NAME: &str = "metrics";
+
+/// Set on the Deployment when `spec.worker.autoscaling` is on (value: the mode), so the
+/// controller's watch can tell, from the Deployment alone, that `replicas` is not ours.
+pub const AUTOSCALING_ANNOTATION: &str = "tracking-operator.io/autoscaling";
+
+/// Seconds a worker may take to stop after SIGTERM, as the worker's own shutdown bounds
+/// them; the Pod's grace period, so the kubelet never kills a draining worker.
+pub use tracking_worker::contract::drain_budget_seconds;
+
+/// The controller's filter for Deployment events: a change worth a reconcile. The
+/// generation moves on every spec change, `replicas` included; with autoscaling the replica
+/// count is someone else's, so it is left out and scaling never costs a reconcile (and its
+/// AWS calls). Status-only changes never reach here as a new value.
+pub fn deployment_change(deployment: &Deployment) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let autoscaled = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(AUTOSCALING_ANNOTATION));
+    let mut spec = deployment.spec.clone().unwrap_or_default();
+    if autoscaled {
+        spec.replicas = None;
+    }
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(&spec).ok()?.hash(&mut hasher);
+    deployment.metadata.annotations.hash(&mut hasher);
+    deployment.metadata.labels.hash(&mut hasher);
+    Some(hasher.finish())
+}
 
 pub fn deployment_name(pipeline: &TrackingPipeline) -> String {
     bounded(&pipeline.name_any(), "-worker", 63)
@@ -65,6 +95,7 @@ pub fn worker_settings(pipeline: &TrackingPipeline, inputs: &WorkerInputs) -> Wo
 
 pub fn worker_deployment(pipeline: &TrackingPipeline, inputs: &WorkerInputs) -> Result<Deployment> {
     let settings = worker_settings(pipeline, inputs);
+    let grace_seconds = drain_budget_seconds(&settings);
     let metrics_port: i32 = settings
         .metrics_addr
         .parse::<std::net::SocketAddr>()
@@ -133,10 +164,28 @@ pub fn worker_deployment(pipeline: &TrackingPipeline, inputs: &WorkerInputs) -> 
         }),
         ..Container::default()
     };
+    let mut metadata = child_meta(pipeline, deployment_name(pipeline))?;
+    let autoscaling = pipeline.spec.worker.autoscaling.as_ref();
+    if let Some(autoscaling) = autoscaling {
+        let mode = match autoscaling.mode {
+            AutoscalingMode::Operator => "operator",
+            AutoscalingMode::External => "external",
+        };
+        metadata.annotations = Some(BTreeMap::from([(
+            AUTOSCALING_ANNOTATION.to_string(),
+            mode.to_string(),
+        )]));
+    }
     Ok(Deployment {
-        metadata: child_meta(pipeline, deployment_name(pipeline))?,
+        metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(pipeline.spec.worker.replicas),
+            // Absent, not set, when autoscaled: a field left out of a server-side apply is
+            // not owned by our field manager, so the scale subresource (ours or an HPA's)
+            // is the only writer and nothing fights over it.
+            replicas: match autoscaling {
+                Some(_) => None,
+                None => Some(pipeline.spec.worker.replicas),
+            },
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..LabelSelector::default()
@@ -159,6 +208,7 @@ pub fn worker_deployment(pipeline: &TrackingPipeline, inputs: &WorkerInputs) -> 
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
+                    termination_grace_period_seconds: Some(grace_seconds),
                     ..PodSpec::default()
                 }),
             },
@@ -222,6 +272,77 @@ mod tests {
         assert_eq!(parsed.batch_size, 20);
         assert_eq!(parsed.ttl_days, 30);
         assert_eq!(env[env::AWS_REGION], "eu-west-1");
+    }
+
+    #[test]
+    fn autoscaled_deployments_leave_replicas_out() {
+        let fixed = worker_deployment(&pipeline(), &inputs()).unwrap();
+        assert_eq!(fixed.spec.as_ref().unwrap().replicas, Some(1));
+        assert!(fixed.metadata.annotations.is_none());
+
+        let mut p = pipeline();
+        p.spec.worker.autoscaling = Some(Default::default());
+        let scaled = worker_deployment(&p, &inputs()).unwrap();
+        assert_eq!(scaled.spec.as_ref().unwrap().replicas, None);
+        // Serialized for server-side apply, the field is absent rather than null.
+        let json = serde_json::to_value(&scaled).unwrap();
+        assert!(json["spec"].get("replicas").is_none(), "{json}");
+        assert_eq!(
+            scaled.metadata.annotations.unwrap()[AUTOSCALING_ANNOTATION],
+            "operator"
+        );
+    }
+
+    #[test]
+    fn grace_period_is_the_drain_budget() {
+        let mut p = pipeline();
+        p.spec.queue.visibility_timeout_seconds = 60;
+        p.spec.worker.max_batching_window_seconds = 5;
+        let d = worker_deployment(&p, &inputs()).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let budget = drain_budget_seconds(&worker_settings(&p, &inputs()));
+        assert!(budget > 0);
+        assert_eq!(pod.termination_grace_period_seconds, Some(budget));
+    }
+
+    #[test]
+    fn replica_moves_trigger_a_reconcile_only_without_autoscaling() {
+        let with_replicas = |d: &Deployment, n| {
+            let mut d = d.clone();
+            d.spec.as_mut().unwrap().replicas = Some(n);
+            d.metadata.generation = Some(7);
+            d
+        };
+        let fixed = worker_deployment(&pipeline(), &inputs()).unwrap();
+        assert_ne!(
+            deployment_change(&fixed),
+            deployment_change(&with_replicas(&fixed, 3))
+        );
+
+        let mut p = pipeline();
+        p.spec.worker.autoscaling = Some(Default::default());
+        let scaled = worker_deployment(&p, &inputs()).unwrap();
+        assert_eq!(
+            deployment_change(&scaled),
+            deployment_change(&with_replicas(&scaled, 3))
+        );
+        // A status change is no change either.
+        let mut with_status = scaled.clone();
+        with_status.status = Some(Default::default());
+        assert_eq!(deployment_change(&scaled), deployment_change(&with_status));
+        // The template still is.
+        let mut image = scaled.clone();
+        image
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("other".into());
+        assert_ne!(deployment_change(&scaled), deployment_change(&image));
     }
 
     #[test]

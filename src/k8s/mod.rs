@@ -7,7 +7,10 @@ mod deployment;
 mod service_account;
 
 pub use config_map::{config_map_name, outputs_config_map};
-pub use deployment::{WorkerInputs, deployment_name, worker_deployment};
+pub use deployment::{
+    AUTOSCALING_ANNOTATION, WorkerInputs, deployment_change, deployment_name, drain_budget_seconds,
+    worker_deployment,
+};
 pub use service_account::{ROLE_ARN_ANNOTATION, worker_service_account};
 
 use std::collections::BTreeMap;

@@ -136,6 +136,7 @@ async fn service_account_can_do_what_the_operator_needs_and_cannot_read_secrets(
         ("patch", "", "configmaps", Some(&apps), None),
         ("watch", "apps", "deployments", None, None),
         ("create", "apps", "deployments", Some(&apps), None),
+        ("patch", "apps", "deployments/scale", Some(&apps), None),
         ("create", "events.k8s.io", "events", Some(&apps), None),
         (
             "get",
