@@ -123,6 +123,7 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     config.resync_interval = args.resync_interval;
     config.region = args.region.clone();
     config.endpoint_url = args.aws_endpoint_url.clone();
+    config.worker_credentials_secret = args.worker_credentials_secret.clone();
     config.aws_settings = Settings {
         oidc_provider_arn: args.oidc_provider_arn.clone(),
     };
