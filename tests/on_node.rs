@@ -315,11 +315,7 @@ async fn helm_install_runs_operator_and_workers_as_pods() -> Result<()> {
         .await?;
     let tp = ready_pipeline(&pipelines, "parcels").await?;
     println!("pipeline Ready {:.1?} after apply", applied.elapsed());
-    let outputs = tp
-        .status
-        .clone()
-        .and_then(|s| s.outputs)
-        .context("outputs")?;
+    let outputs = tp.status.clone().context("status")?.outputs;
     let queue = outputs.queue_url.clone().context("queue URL")?;
     let table = outputs.table_name.clone().context("table name")?;
 
