@@ -3,13 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
+# `make env-up` starts a node (kubelet + containerd) so Pods run; NODE=0 skips it.
+NODE ?= 1
+IMAGE_TAG ?= dev
 
-.PHONY: help tools test fmt-check clippy crds chart-lint images env-up env-down demo bench-worker bench-operator build release
+.PHONY: help tools test fmt-check clippy crds chart-lint images docker-images env-up env-down demo bench-worker bench-operator build release
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-tools: ## build/install etcd, kube-apiserver, kube-controller-manager and moto into ~/.cache/tracking-operator
+tools: ## build/install etcd, kube-apiserver, kube-controller-manager, the node (kubelet, containerd...) and moto
 	@hack/tools.sh all
 
 test: tools ## every check: fmt, clippy, unit + integration tests (real kube-apiserver and moto)
@@ -34,13 +37,22 @@ crds: ## regenerate crds/ from the Rust types, and the chart's copy of them
 chart-lint: ## helm lint --strict the chart
 	$$(hack/install-helm.sh) lint --strict charts/tracking-operator
 
-images: ## build the container images (needs a Docker engine; none runs on the dev machines)
+images: release ## OCI images of the release binaries, without Docker (.local/images/*.tar); imported into a running node
+	@mkdir -p $(LOCAL)/images
+	@for img in tracking-operator tracking-worker; do \
+	  hack/mkimage.py $$img target/release/$$img $(LOCAL)/images/$$img.tar --ref localhost/$$img:$(IMAGE_TAG) || exit 1; \
+	  if [ -S $(LOCAL)/node/containerd/containerd.sock ]; then \
+	    ctr -a $(LOCAL)/node/containerd/containerd.sock -n k8s.io images import $(LOCAL)/images/$$img.tar >/dev/null && echo "imported localhost/$$img:$(IMAGE_TAG) into the node"; \
+	  fi; \
+	done
+
+docker-images: ## the same images with a Docker engine, for a registry (Dockerfile, worker/Dockerfile)
 	docker build -t ghcr.io/tracking-operator/tracking-operator:0.1.0 .
 	docker build -f worker/Dockerfile -t ghcr.io/tracking-operator/tracking-worker:0.1.0 .
 
-env-up: tools ## start kube-apiserver + etcd + moto in the background; writes .local/kubeconfig and .local/env
+env-up: tools ## start kube-apiserver + etcd + moto (+ a node unless NODE=0) in the background; writes .local/kubeconfig and .local/env
 	@$(CARGO) build --quiet -p testenv --bin testenv
-	@target/debug/testenv up --dir $(LOCAL) --crds crds
+	@target/debug/testenv up --dir $(LOCAL) --crds crds $(if $(filter 1,$(NODE)),--node)
 	@echo "next: source .local/env && kubectl get ns"
 
 env-down: ## stop the local environment and remove .local

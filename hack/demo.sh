@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `make demo`: the whole product on local defaults, end to end.
-#   1. build; start kube-apiserver + etcd + moto (.local/); install the CRD
-#   2. start the operator; apply examples/pipeline.yaml; show conditions until Ready
-#   3. start the worker as a local process with the environment of the Deployment the operator
-#      created (nothing here runs Pods); send 25,000 tracking updates (duplicates, a few poison)
-#   4. wait for the queue to drain and print a summary
+# `make demo`: the whole product on local defaults, end to end, on Pods.
+#   1. build; start kube-apiserver + etcd + moto + a node (kubelet, containerd) in .local/
+#   2. assemble the operator and worker images from the build (no Docker) and import them
+#   3. helm install the chart; the operator Pod reconciles examples/pipeline.yaml to Ready
+#   4. the worker Deployment's Pods consume 25,000 tracking updates (duplicates, a few poison)
+#   5. wait for the queue to drain; print a summary, the Pods and the operator's Events
 # Everything is stopped at the end unless KEEP=1 (then `make env-down` stops it).
 # COUNT=25000 changes the number of updates.
 set -euo pipefail
@@ -14,46 +14,68 @@ local_dir="$root/.local"
 count="${COUNT:-25000}"
 ns=logistics
 pipeline=parcels
+tag=demo
+t0=$(date +%s)
 
-bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-pids=()
+phase() { printf '\n\033[1m== [%4ss] %s\033[0m\n' "$(( $(date +%s) - t0 ))" "$*"; }
 cleanup() {
   local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  if [[ $rc -ne 0 && -d "$local_dir" ]]; then
+    echo "demo failed; operator log (last lines):"
+    kubectl -n tracking-operator logs deploy/tracking-operator --tail=20 2>/dev/null || true
+  fi
   if [[ "${KEEP:-0}" != 1 ]]; then
     target/debug/testenv down --dir "$local_dir" >/dev/null 2>&1 || true
   else
-    echo "KEEP=1: environment left running; logs in .local/logs; stop with: make env-down"
+    echo "KEEP=1: environment left running (source .local/env; kubectl get pods -A); stop with: make env-down"
   fi
   exit $rc
 }
 trap cleanup EXIT
 
-bold "building (debug)"
+phase "building (debug)"
 cargo build --quiet --workspace --bins
 
-bold "starting kube-apiserver + etcd + moto"
+phase "starting kube-apiserver + etcd + moto + a node (kubelet, containerd)"
 if [[ -f "$local_dir/pids" ]]; then
   echo "reusing the environment in .local (make env-down to reset)"
 else
-  target/debug/testenv up --dir "$local_dir" --crds crds
+  target/debug/testenv up --dir "$local_dir" --node
 fi
 # shellcheck disable=SC1091
 source "$local_dir/env"
-mkdir -p "$local_dir/logs"
+[[ -S "$local_dir/node/containerd/containerd.sock" ]] || { echo "the environment in .local has no node: make env-down, then make demo"; exit 1; }
 
-bold "starting the operator (logs: .local/logs/operator.log)"
-op_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/tracking-operator run \
-  --metrics-addr "127.0.0.1:$op_port" --resync-interval 1m --log-format json \
-  --worker-image tracking-worker:dev >"$local_dir/logs/operator.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 60); do curl -fs "http://127.0.0.1:$op_port/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -fs "http://127.0.0.1:$op_port/readyz" >/dev/null || { echo "operator not ready:"; tail -20 "$local_dir/logs/operator.log"; exit 1; }
+phase "images from the build, imported into the node (no Docker, no registry)"
+mkdir -p "$local_dir/images"
+for img in tracking-operator tracking-worker; do
+  hack/mkimage.py "$img" "target/debug/$img" "$local_dir/images/$img.tar" --ref "localhost/$img:$tag"
+  ctr -a "$local_dir/node/containerd/containerd.sock" -n k8s.io images import "$local_dir/images/$img.tar" >/dev/null
+done
 
-bold "kubectl apply -f examples/pipeline.yaml"
+phase "helm install tracking-operator charts/tracking-operator"
+helm=$(hack/install-helm.sh)
+# The chart installs the CRD, unless one was applied by hand (make env-up) that helm cannot adopt.
+crds=true
+if kubectl get crd trackingpipelines.tracking-operator.io >/dev/null 2>&1 &&
+   [[ -z "$(kubectl get crd trackingpipelines.tracking-operator.io -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ]]; then
+  crds=false
+fi
+"$helm" upgrade --install tracking-operator charts/tracking-operator \
+  --set crds.enabled=$crds \
+  --namespace tracking-operator --create-namespace --wait --timeout 3m \
+  --set image.repository=localhost/tracking-operator,image.tag=$tag,image.pullPolicy=Never \
+  --set operator.workerImage.repository=localhost/tracking-worker,operator.workerImage.tag=$tag \
+  --set "operator.region=$AWS_REGION,operator.awsEndpointUrl=$AWS_ENDPOINT_URL" \
+  --set operator.workerCredentialsSecret=aws-credentials,operator.resyncInterval=1m \
+  --set-json 'operator.extraEnv=[{"name":"AWS_ACCESS_KEY_ID","value":"testing"},{"name":"AWS_SECRET_ACCESS_KEY","value":"testing"}]'
+kubectl -n tracking-operator get pods -o wide
+
+phase "kubectl apply -f examples/pipeline.yaml"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# Off EKS the workers take static credentials from this Secret (moto accepts any).
+kubectl -n "$ns" create secret generic aws-credentials --from-literal=AWS_ACCESS_KEY_ID=testing \
+  --from-literal=AWS_SECRET_ACCESS_KEY=testing --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$ns" apply -f examples/pipeline.yaml
 start=$(date +%s.%N)
 last=""
@@ -69,26 +91,31 @@ fi
 ready_after=$(echo "$(date +%s.%N) - $start" | bc)
 printf 'Ready after %.1f s\n' "$ready_after"
 
-bold "starting the worker locally with the Deployment's configuration (logs: .local/logs/worker.log)"
+phase "the worker Deployment's Pods"
 deploy=$(kubectl -n "$ns" get deploy -l "tracking-operator.io/pipeline=$pipeline" -o jsonpath="{.items[0].metadata.name}")
-worker_env=$(kubectl -n "$ns" get deploy "$deploy" -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}={.value}{"\n"}{end}')
-echo "$worker_env" | sed 's/^/  /'
-w_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The Deployment's settings, except the metrics address: a Pod has its own network, this process does not.
-env $(echo "$worker_env" | grep -v '^TRACKING_METRICS_ADDR=' | xargs) TRACKING_METRICS_ADDR="127.0.0.1:$w_port" \
-  target/debug/tracking-worker >"$local_dir/logs/worker.log" 2>&1 &
-pids+=($!)
-queue_url=$(echo "$worker_env" | sed -n 's/^TRACKING_QUEUE_URL=//p')
+kubectl -n "$ns" rollout status "deploy/$deploy" --timeout=3m
+kubectl -n "$ns" get pods -o wide
+queue_url=$(kubectl -n "$ns" get tp "$pipeline" -o jsonpath='{.status.outputs.queueUrl}')
+metrics_args=()
+for ip in $(kubectl -n "$ns" get pods -l app.kubernetes.io/name=tracking-worker -o jsonpath='{.items[*].status.podIP}'); do
+  metrics_args+=(--worker-metrics "http://$ip:9090/metrics")
+done
 
-bold "sending $count tracking updates (5% duplicates, 0.5% poison)"
+phase "sending $count tracking updates (5% duplicates, 0.5% poison)"
 send_start=$(date +%s.%N)
 target/debug/trackctl send --queue-url "$queue_url" --count "$count" --duplicate-percent 5 \
   --poison-percent 0.5 --max-depth "${MAX_DEPTH:-50}" --seed 42 >"$local_dir/sent.json"
 
-bold "waiting for the worker to drain the queue"
+phase "waiting for the worker Pods to drain the queue"
 "${TRACKING_OPERATOR_CACHE:-$HOME/.cache/tracking-operator}/moto-$(sed -n "s/^MOTO_VERSION=//p" hack/versions.env)/bin/python" hack/demo_report.py \
   --namespace "$ns" --pipeline "$pipeline" --sent "$local_dir/sent.json" \
-  --worker-metrics "http://127.0.0.1:$w_port/metrics" --send-start "$send_start" --ready-after "$ready_after"
+  "${metrics_args[@]}" --send-start "$send_start" --ready-after "$ready_after"
 
-bold "kubectl get tp -o wide"
+phase "kubectl get tp,pods -o wide"
 kubectl -n "$ns" get tp -o wide
+kubectl get pods -A -o wide
+
+phase "the operator's Events"
+kubectl -n "$ns" get events --field-selector "involvedObject.kind=TrackingPipeline" \
+  --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message | head -40
+phase "done in $(( $(date +%s) - t0 )) s"

@@ -18,20 +18,22 @@ def kubectl_json(*args):
     return json.loads(subprocess.check_output(["kubectl", *args, "-o", "json"]))
 
 
-def metrics(url):
-    try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    except OSError:
-        return {}
+def metrics(urls):
+    """Every worker's samples, summed by series (counters and histogram buckets add up)."""
     out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
+    for url in urls:
         try:
-            out[name] = float(value)
-        except ValueError:
-            pass
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = out.get(name, 0.0) + float(value)
+            except ValueError:
+                pass
     return out
 
 
@@ -63,7 +65,8 @@ def main():
     p.add_argument("--namespace", required=True)
     p.add_argument("--pipeline", required=True)
     p.add_argument("--sent", required=True)
-    p.add_argument("--worker-metrics", required=True)
+    p.add_argument("--worker-metrics", required=True, action="append",
+                   help="a worker's /metrics URL; repeat for every worker Pod")
     p.add_argument("--send-start", type=float, required=True)
     p.add_argument("--ready-after", type=float, required=True)
     a = p.parse_args()

@@ -3,7 +3,9 @@
 #   etcd, kube-apiserver, kube-controller-manager  built from the Go module proxy (hack/k8s, hack/etcd)
 #   moto_server                                    moto[server] from PyPI in a virtualenv
 #   helm v4, lua5.1                                hack/install-helm.sh, hack/install-lua.sh
-# Usage: hack/tools.sh [kube|moto|extras|all]   (default all)
+#   kubelet, kube-scheduler, kube-proxy, pause     the test node (hack/k8s, hack/pause), plus
+#   containerd, runc, CNI plugins, iptables        from Debian (hack/install-node-deps.sh)
+# Usage: hack/tools.sh [kube|moto|extras|node|all]   (default all; all includes node)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -56,6 +58,32 @@ kube() {
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
+node() {
+  "$root/hack/install-node-deps.sh"
+  local dir="$cache/node-$KUBERNETES_VERSION"
+  if [[ -x "$dir/kubelet" && -x "$dir/kube-scheduler" && -x "$dir/kube-proxy" && -x "$dir/pause" ]]; then
+    return
+  fi
+  need_go
+  local tmp="$dir.partial"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  echo ">> building kubelet, kube-scheduler and kube-proxy v$KUBERNETES_VERSION (a few minutes cold)" >&2
+  local v="k8s.io/component-base/version"
+  local minor="${KUBERNETES_VERSION#*.}"; minor="${minor%%.*}"
+  local ld="-s -w -X $v.gitVersion=v$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+  if ! (cd "$root/hack/k8s" && go build -ldflags="$ld" -o "$tmp/" \
+        k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy); then
+    echo "error: building the node's binaries failed. Is the Go module proxy reachable (GOPROXY=$(go env GOPROXY))?" >&2
+    exit 1
+  fi
+  # The sandbox image's only binary; static, since the image holds nothing else.
+  if ! (cd "$root/hack/pause" && CGO_ENABLED=0 go build -ldflags="-s -w" -o "$tmp/pause" .); then
+    echo "error: building the pause binary failed" >&2
+    exit 1
+  fi
+  rm -rf "$dir" && mv "$tmp" "$dir"
+}
+
 moto() {
   if [[ -n "${MOTO_SERVER:-}" ]]; then return; fi
   local venv="$cache/moto-$MOTO_VERSION"
@@ -80,6 +108,7 @@ case "${1:-all}" in
   kube) kube ;;
   moto) moto ;;
   extras) extras ;;
-  all) kube; moto; extras ;;
-  *) echo "usage: $0 [kube|moto|extras|all]" >&2; exit 2 ;;
+  node) node ;;
+  all) kube; moto; extras; node ;;
+  *) echo "usage: $0 [kube|moto|extras|node|all]" >&2; exit 2 ;;
 esac

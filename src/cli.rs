@@ -98,6 +98,12 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub autoscale_interval: Duration,
 
+    /// Secret (in each pipeline's namespace) whose keys become the workers' environment, e.g.
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY on a cluster without IRSA or Pod Identity.
+    /// Optional: a missing Secret does not stop the worker from starting.
+    #[arg(long, env = "TRACKING_WORKER_CREDENTIALS_SECRET")]
+    pub worker_credentials_secret: Option<String>,
+
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

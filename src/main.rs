@@ -136,6 +136,7 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
         None => cluster_uid(&client).await?,
     };
     info!(cluster = %cluster, "cluster identity");
+    config.worker_credentials_secret = args.worker_credentials_secret.clone();
     config.aws_settings = Settings {
         oidc_provider_arn: args.oidc_provider_arn.clone(),
         cluster: Some(cluster),

@@ -303,6 +303,7 @@ async fn apply_children(
         table_name,
         region: ctx.config.region.clone(),
         endpoint_url: ctx.config.endpoint_url.clone(),
+        credentials_secret: ctx.config.worker_credentials_secret.clone(),
     };
     k8s::apply(&ctx.client, &k8s::worker_deployment(pipeline, &inputs)?).await?;
     Ok(report)

@@ -55,6 +55,8 @@ pub struct Config {
     /// Region and endpoint handed to the workers.
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Secret the workers take extra environment from (static credentials off EKS).
+    pub worker_credentials_secret: Option<String>,
     pub aws_settings: aws::Settings,
     /// Watch one namespace, or all.
     pub namespace: Option<String>,
@@ -73,6 +75,7 @@ impl Config {
             error_backoff_max: Duration::from_secs(300),
             region: None,
             endpoint_url: None,
+            worker_credentials_secret: None,
             aws_settings: aws::Settings::default(),
             namespace: None,
             concurrency: 16,

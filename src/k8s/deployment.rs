@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -64,6 +65,8 @@ pub struct WorkerInputs {
     pub table_name: String,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// A Secret whose keys are added to the environment (optional: it may not exist).
+    pub credentials_secret: Option<String>,
 }
 
 /// The worker's settings as the worker will parse them.
@@ -136,6 +139,15 @@ pub fn worker_deployment(pipeline: &TrackingPipeline, inputs: &WorkerInputs) -> 
         name: "worker".into(),
         image: Some(inputs.image.clone()),
         env: Some(env),
+        env_from: inputs.credentials_secret.as_ref().map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: name.clone(),
+                    optional: Some(true),
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
         ports: Some(vec![ContainerPort {
             name: Some(METRICS_PORT_NAME.into()),
             container_port: metrics_port,
@@ -248,6 +260,7 @@ mod tests {
             table_name: "table".into(),
             region: Some("eu-west-1".into()),
             endpoint_url: None,
+            credentials_secret: None,
         }
     }
 

@@ -14,8 +14,10 @@ fn rc(e: rcgen::Error) -> Error {
     Error::Io(format!("certificate generation: {e}"))
 }
 
-/// Writes ca.crt, apiserver.crt/.key and sa.key into `dir`.
-pub fn write(dir: &Path) -> Result<Pki, Error> {
+/// Writes ca.crt, apiserver.crt/.key and sa.key into `dir`. With `node`, the serving
+/// certificate also names the bridge address and the `kubernetes` Service (what Pods dial),
+/// and apiserver-kubelet.crt/.key let the API server reach the kubelet (logs, exec).
+pub fn write(dir: &Path, node: bool) -> Result<Pki, Error> {
     let ca_key = KeyPair::generate().map_err(rc)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
     ca_params
@@ -26,14 +28,33 @@ pub fn write(dir: &Path) -> Result<Pki, Error> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().map_err(rc)?;
-    let mut server_params = CertificateParams::new(vec![
+    let mut names = vec![
         "localhost".to_string(),
         "kubernetes.default.svc".to_string(),
-    ])
-    .map_err(rc)?;
+    ];
+    if node {
+        names.extend(
+            [
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .map(String::from),
+        );
+    }
+    let mut server_params = CertificateParams::new(names).map_err(rc)?;
     server_params
         .subject_alt_names
         .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    if node {
+        // Strict TLS clients (rustls, Go) check the IP they dialled: the bridge address and
+        // the `kubernetes` Service IP that in-cluster clients use.
+        for ip in [crate::network::HOST_IP, crate::network::SERVICE_IP] {
+            server_params
+                .subject_alt_names
+                .push(SanType::IpAddress(ip.into()));
+        }
+    }
     server_params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -50,6 +71,20 @@ pub fn write(dir: &Path) -> Result<Pki, Error> {
     write("sa.key", &sa_key.serialize_pem())?;
     // --service-account-key-file wants the public half; it does not derive it from a PKCS#8 key.
     write("sa.pub", &sa_key.public_key_pem())?;
+    if node {
+        let key = KeyPair::generate().map_err(rc)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).map_err(rc)?;
+        write("apiserver-kubelet.crt", &cert.pem())?;
+        write("apiserver-kubelet.key", &key.serialize_pem())?;
+    }
     Ok(Pki {
         ca_pem: ca_cert.pem(),
     })

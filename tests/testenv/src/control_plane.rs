@@ -1,4 +1,5 @@
-//! etcd + kube-apiserver (+ kube-controller-manager when built) on loopback.
+//! etcd + kube-apiserver (+ kube-controller-manager when built), on loopback, or on the node's
+//! bridge address when Pods must reach the API server (see [`crate::node`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,15 +28,34 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver with state in `dir`; `detached` processes outlive this one.
     pub fn start(dir: &Path, detached: bool) -> Result<Self, Error> {
+        Self::start_with(dir, detached, false)
+    }
+
+    /// With `node`, the API server binds and advertises on the bridge address, its certificate
+    /// names the `kubernetes` Service IP, ServiceAccount admission is on (token volumes), and
+    /// kube-controller-manager also runs the controllers a node's Pods need.
+    pub fn start_with(dir: &Path, detached: bool, node: bool) -> Result<Self, Error> {
         let assets = tools::kube_assets()?;
         std::fs::create_dir_all(dir.join("logs")).map_err(|e| Error::Io(e.to_string()))?;
-        let pki = crate::certs::write(dir)?;
+        let pki = crate::certs::write(dir, node)?;
         let token = crate::random_token();
-        std::fs::write(
-            dir.join("tokens.csv"),
-            format!("{token},testenv-admin,testenv-admin,\"system:masters\"\n"),
-        )
-        .map_err(|e| Error::Io(e.to_string()))?;
+        let mut tokens = format!("{token},testenv-admin,testenv-admin,\"system:masters\"\n");
+        if node {
+            // The node's components authenticate with tokens too; the user names are the ones
+            // the Node authorizer and the bootstrap RBAC roles expect.
+            for (user, groups) in crate::node::COMPONENT_USERS {
+                tokens.push_str(&format!(
+                    "{},{user},{user},\"{groups}\"\n",
+                    crate::node::component_token(&token, user)
+                ));
+            }
+        }
+        std::fs::write(dir.join("tokens.csv"), tokens).map_err(|e| Error::Io(e.to_string()))?;
+        let host = if node {
+            crate::network::HOST_IP.to_string()
+        } else {
+            "127.0.0.1".to_string()
+        };
 
         let etcd_port = free_port();
         let peer_port = free_port();
@@ -62,27 +82,54 @@ impl ControlPlane {
         let path = |f: &str| dir.join(f).display().to_string();
         api_cmd
             .arg(format!("--etcd-servers={client_url}"))
-            .arg("--bind-address=127.0.0.1")
-            // Without a default route the API server cannot guess its own address.
-            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--bind-address={host}"))
+            // Without a default route the API server cannot guess its own address; on a node
+            // this address is also the `kubernetes` Service's endpoint, so Pods must reach it.
+            .arg(format!("--advertise-address={host}"))
             .arg(format!("--secure-port={api_port}"))
             .arg(format!("--cert-dir={}", path("certs")))
             .arg(format!("--tls-cert-file={}", path("apiserver.crt")))
             .arg(format!("--tls-private-key-file={}", path("apiserver.key")))
             .arg(format!("--client-ca-file={}", path("ca.crt")))
             .arg(format!("--token-auth-file={}", path("tokens.csv")))
-            .arg("--authorization-mode=RBAC")
+            .arg(if node {
+                "--authorization-mode=Node,RBAC"
+            } else {
+                "--authorization-mode=RBAC"
+            })
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!("--service-account-key-file={}", path("sa.pub")))
             .arg(format!(
                 "--service-account-signing-key-file={}",
                 path("sa.key")
             ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg(if node {
+                format!(
+                    "--service-cluster-ip-range={}",
+                    crate::network::SERVICE_CIDR
+                )
+            } else {
+                "--service-cluster-ip-range=10.0.0.0/24".to_string()
+            })
             .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--profiling=false")
             .arg("--v=1");
+        if node {
+            api_cmd
+                .arg(format!(
+                    "--kubelet-client-certificate={}",
+                    path("apiserver-kubelet.crt")
+                ))
+                .arg(format!(
+                    "--kubelet-client-key={}",
+                    path("apiserver-kubelet.key")
+                ))
+                // The node's name does not resolve; its InternalIP is the bridge address.
+                .arg("--kubelet-preferred-address-types=InternalIP");
+        } else {
+            // No node mounts token volumes, so there is nothing for this plugin to do.
+            api_cmd.arg("--disable-admission-plugins=ServiceAccount");
+        }
         let mut api = process::start(
             "kube-apiserver",
             api_cmd,
@@ -90,7 +137,7 @@ impl ControlPlane {
             detached,
         )?;
 
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{host}:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki.ca_pem, &token))
             .map_err(|e| Error::Io(e.to_string()))?;
@@ -108,10 +155,17 @@ impl ControlPlane {
                 .arg("--leader-elect=false")
                 // Serving is not needed; port 0 avoids clashes between parallel test binaries.
                 .arg("--secure-port=0")
-                .arg(format!("--service-account-private-key-file={}", path("sa.key")))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    path("sa.key")
+                ))
                 .arg(format!("--root-ca-file={}", path("ca.crt")))
-                .arg("--controllers=garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller")
+                .arg(format!("--controllers={}", kcm_controllers(node)))
                 .arg("--v=1");
+            if node {
+                // Otherwise kcm creates /usr/libexec/kubernetes/kubelet-plugins on the host.
+                kcm_cmd.arg(format!("--flex-volume-plugin-dir={}", path("flexvolume")));
+            }
             let kcm = process::start(
                 "kube-controller-manager",
                 kcm_cmd,
@@ -189,6 +243,27 @@ impl ControlPlane {
     }
 }
 
+/// The controllers tests rely on. A node also needs the `kube-root-ca.crt` publisher (token
+/// volumes mount it) and node-lifecycle (it lifts the not-ready taint every new Node gets;
+/// without it Pods stay Pending with no event).
+fn kcm_controllers(node: bool) -> String {
+    let mut list = vec![
+        "garbage-collector-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "namespace-controller",
+        "serviceaccount-controller",
+    ];
+    if node {
+        list.extend([
+            "root-ca-certificate-publisher-controller",
+            "node-lifecycle-controller",
+            "endpointslice-controller",
+        ]);
+    }
+    list.join(",")
+}
+
 pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Kube(e.to_string()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -257,7 +332,7 @@ pub async fn install_crds(client: &kube::Client, dir: &Path) -> Result<(), Error
     Ok(())
 }
 
-fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
+pub(crate) fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: testenv\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: testenv-admin\n  user:\n    token: {token}\ncontexts:\n- name: testenv\n  context:\n    cluster: testenv\n    user: testenv-admin\n    namespace: default\ncurrent-context: testenv\n"

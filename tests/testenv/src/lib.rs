@@ -14,6 +14,8 @@ mod certs;
 mod control_plane;
 pub mod faults;
 mod moto;
+pub mod network;
+pub mod node;
 pub mod process;
 mod proxy;
 pub mod tools;
@@ -22,6 +24,7 @@ use std::sync::OnceLock;
 
 pub use control_plane::{ControlPlane, block_on, client_from, install_crds};
 pub use moto::{Moto, REGION, sdk_config_for};
+pub use node::Cluster;
 pub use proxy::FlakyProxy;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,18 @@ pub enum Error {
 
 static KUBE: OnceLock<ControlPlane> = OnceLock::new();
 static MOTO: OnceLock<Moto> = OnceLock::new();
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// A control plane with a real node (kubelet + containerd), and moto on the pod bridge, for
+/// test binaries where Pods must run. Opt-in: a binary that calls this must not also call
+/// [`kube`] or [`moto`]; use `cluster().kube` and `cluster().moto`. Needs root and
+/// `make tools` (which builds the node's binaries and installs containerd).
+pub fn cluster() -> &'static Cluster {
+    // No CRDs here: on a node the chart installs them, as it does for a user.
+    CLUSTER.get_or_init(|| {
+        Cluster::start(&state_dir("kube"), false).unwrap_or_else(|e| panic!("testenv: {e}"))
+    })
+}
 
 /// The control plane shared by this test binary: started on first use with the CRDs from
 /// `crds/` installed, stopped when the binary exits (even after failed tests).

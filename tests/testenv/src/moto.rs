@@ -8,30 +8,40 @@ use crate::process::{self, Managed, free_port, wait_until};
 use crate::{Error, tools};
 
 pub struct Moto {
+    host: String,
     port: u16,
     proc: Managed,
 }
 
 impl Moto {
     pub fn start(log_dir: &Path, detached: bool) -> Result<Self, Error> {
+        Self::start_on("127.0.0.1", log_dir, detached)
+    }
+
+    /// On `host`: the pod bridge's address when Pods must reach it.
+    pub fn start_on(host: &str, log_dir: &Path, detached: bool) -> Result<Self, Error> {
         let bin = tools::moto_server()?;
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.arg("-H")
-            .arg("127.0.0.1")
-            .arg("-p")
-            .arg(port.to_string());
+        cmd.arg("-H").arg(host).arg("-p").arg(port.to_string());
         // Moto's server otherwise chooses accounts and regions from the caller; keep it plain.
         cmd.env("MOTO_ALLOW_NONEXISTENT_REGION", "true");
         let mut proc = process::start("moto_server", cmd, &log_dir.join("moto.log"), detached)?;
+        let addr: std::net::IpAddr = host
+            .parse()
+            .map_err(|e| Error::Io(format!("moto host {host}: {e}")))?;
         wait_until(&mut proc, Duration::from_secs(60), || {
-            process::http_ok(port, "/moto-api/data.json")
+            process::http_ok_at(addr, port, "/moto-api/data.json")
         })?;
-        Ok(Self { port, proc })
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            proc,
+        })
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn port(&self) -> u16 {

@@ -130,6 +130,12 @@ fn spawn_from_reaper_thread(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("testenv spawner thread is gone"))?
 }
 
+/// Registers the hook that stops every attached child at exit (idempotent), so a hook
+/// registered after it runs before it.
+pub fn ensure_exit_hook() {
+    install_exit_hook();
+}
+
 fn install_exit_hook() {
     static HOOK: OnceLock<()> = OnceLock::new();
     HOOK.get_or_init(|| {
@@ -245,8 +251,13 @@ pub fn wait_until(
 
 /// A plain HTTP GET on loopback, for readiness probes that need no TLS.
 pub fn http_ok(port: u16, path: &str) -> bool {
+    http_ok_at(std::net::Ipv4Addr::LOCALHOST.into(), port, path)
+}
+
+/// [`http_ok`] on another local address (the pod bridge's).
+pub fn http_ok_at(addr: std::net::IpAddr, port: u16, path: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut s) = std::net::TcpStream::connect((addr, port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));

@@ -51,6 +51,34 @@ pub fn kube_assets() -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// The folder with the node's binaries: kubelet, kube-scheduler, kube-proxy and pause.
+pub fn node_assets() -> Result<PathBuf, Error> {
+    let dir = cache_dir().join(format!("node-{}", version("KUBERNETES_VERSION")));
+    for bin in ["kubelet", "kube-scheduler", "kube-proxy", "pause"] {
+        if !dir.join(bin).is_file() {
+            return Err(Error::MissingTool(format!(
+                "{bin} not found in {}. Run `make tools` (builds the node's binaries from the Go \
+                 module proxy and installs containerd, runc and the CNI plugins from Debian).",
+                dir.display()
+            )));
+        }
+    }
+    for (bin, package) in [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("ctr", "containerd"),
+    ] {
+        if !std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(bin).is_file()))
+        {
+            return Err(Error::MissingTool(format!(
+                "{bin} is not installed: `apt-get install {package}` (or run `make tools`)"
+            )));
+        }
+    }
+    Ok(dir)
+}
+
 pub fn moto_server() -> Result<PathBuf, Error> {
     let path = match std::env::var_os("MOTO_SERVER") {
         Some(p) => PathBuf::from(p),
