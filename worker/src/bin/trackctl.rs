@@ -358,13 +358,13 @@ struct Queues {
 
 impl Target {
     fn resolve(&self) -> BoxResult<Queues> {
-        if let (Some(main), Some(dead_letter)) = (&self.queue_url, &self.dead_letter_queue_url) {
-            if self.name.is_none() {
-                return Ok(Queues {
-                    main: main.clone(),
-                    dead_letter: dead_letter.clone(),
-                });
-            }
+        if let (Some(main), Some(dead_letter), None) =
+            (&self.queue_url, &self.dead_letter_queue_url, &self.name)
+        {
+            return Ok(Queues {
+                main: main.clone(),
+                dead_letter: dead_letter.clone(),
+            });
         }
         let Some(name) = &self.name else {
             return Err("name a pipeline (-n NAMESPACE NAME) or give --queue-url and --dead-letter-queue-url".into());
