@@ -299,7 +299,7 @@ pub fn teardown(dir: &Path) {
 
 /// A node whose owner died without tearing down (SIGKILL) still holds the bridge: clean it up.
 /// A live owner means another environment runs; say so instead of breaking it.
-fn recover_stale() -> Result<(), Error> {
+pub fn recover_stale() -> Result<(), Error> {
     if !network::bridge_exists() {
         return Ok(());
     }
