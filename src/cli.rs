@@ -98,6 +98,16 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub autoscale_interval: Duration,
 
+    /// A reconcile running longer than this, or a pipeline watch failing without pause for
+    /// this long, makes /healthz fail so that the kubelet restarts the operator.
+    #[arg(long, env = "TRACKING_STUCK_AFTER", default_value = "15m", value_parser = parse_interval)]
+    pub stuck_after: Duration,
+
+    /// How long a worker Deployment may have no available replica (Pods starting, an image
+    /// being pulled) before the pipeline's WorkerReady and Ready turn False.
+    #[arg(long, env = "TRACKING_WORKER_START_GRACE", default_value = "90s", value_parser = parse_interval)]
+    pub worker_start_grace: Duration,
+
     /// Secret (in each pipeline's namespace) whose keys become the workers' environment, e.g.
     /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY on a cluster without IRSA or Pod Identity.
     /// Optional: a missing Secret does not stop the worker from starting.

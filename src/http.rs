@@ -1,4 +1,4 @@
-//! `/healthz` (the process is up), `/readyz` (the CRD is installed and the controller runs or
+//! `/healthz` (the process is up and its controller makes progress), `/readyz` (the CRD is installed and the controller runs or
 //! waits for its Lease), `/metrics`.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::controller::liveness::Liveness;
 use crate::metrics::Metrics;
 
 /// What `/readyz` reports.
@@ -20,6 +21,8 @@ pub struct Health {
     pub crd_present: AtomicBool,
     /// The controller loop runs (or this replica is a standby waiting for the Lease).
     pub running: AtomicBool,
+    /// Whether the controller still makes progress, for `/healthz`.
+    pub liveness: Liveness,
 }
 
 impl Health {
@@ -49,13 +52,23 @@ pub fn router(endpoints: Endpoints, health: Arc<Health>, metrics: Arc<Metrics>) 
     let mut router = Router::new();
     if endpoints != Endpoints::Metrics {
         router = router
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz", get(healthz))
             .route("/readyz", get(readyz));
     }
     if endpoints != Endpoints::Probes {
         router = router.route("/metrics", get(metrics_text));
     }
     router.with_state(AppState { health, metrics })
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.liveness.wedged(std::time::Instant::now()) {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => {
+            tracing::error!(%why, "controller wedged: failing /healthz so that the Pod is restarted");
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

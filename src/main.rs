@@ -13,6 +13,7 @@ use tracking_operator::api::TrackingPipeline;
 use tracking_operator::autoscale;
 use tracking_operator::aws::{AwsClients, Settings};
 use tracking_operator::cli::{Cli, Command, RunArgs};
+use tracking_operator::controller::liveness::Liveness;
 use tracking_operator::controller::{self, Config, Context, leader::LeaseLock};
 use tracking_operator::http::{self, Health};
 use tracking_operator::metrics::Metrics;
@@ -88,7 +89,10 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     }
     let aws = AwsClients::new(&sdk);
     let metrics = Arc::new(Metrics::new(aws.calls.clone()));
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health {
+        liveness: Liveness::new(args.stuck_after),
+        ..Health::default()
+    });
 
     let server = match args.health_addr {
         None => {
@@ -144,6 +148,7 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     };
     config.namespace = args.namespace.clone();
     config.concurrency = args.concurrency;
+    config.worker_start_grace = args.worker_start_grace;
     config.identity = identity.clone();
     let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
     // Built here, polled only below: with leader election, only once the Lease is ours.

@@ -233,3 +233,57 @@ async fn probes_and_metrics_on_separate_listeners() {
     assert_eq!(get(metrics_port, "/healthz").await.unwrap().0, 404);
     assert_eq!(get(metrics_port, "/readyz").await.unwrap().0, 404);
 }
+
+#[tokio::test]
+async fn a_hung_reconcile_fails_healthz_until_it_returns() {
+    use testenv::faults::{FaultProxy, Rule};
+    use tracking_operator::controller::liveness::Liveness;
+    use tracking_operator::http::{Endpoints, Health, serve};
+
+    let kube = testenv::kube();
+    let ns = kube.namespace("e2e-wedged").await;
+    let aws = FaultProxy::start(&testenv::moto().endpoint());
+    // AWS holds one answer for 15 s (within the SDK's 30 s attempt timeout): a reconcile
+    // that makes no progress for longer than the limit.
+    aws.add_rule(Rule::delay("kms", "CreateKey", Duration::from_secs(15)).times(1));
+    let health = Health {
+        liveness: Liveness::new(Duration::from_secs(6)),
+        ..Health::default()
+    };
+    let operator = Operator::start_with_health(
+        &aws.endpoint(),
+        &ns,
+        Duration::from_secs(3600),
+        |_| {},
+        health,
+    )
+    .await;
+    let port = testenv::process::free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(serve(
+        addr,
+        Endpoints::Probes,
+        operator.health.clone(),
+        operator.metrics.clone(),
+    ));
+    let get = move || tokio::task::spawn_blocking(move || http_get(port, "/healthz"));
+    let api = pipelines(&ns).await;
+    create(&api, "wedged", json!({})).await;
+
+    let mut wedged = None;
+    for _ in 0..100 {
+        // Err while the listener is not up yet.
+        if let Ok((503, body)) = get().await {
+            wedged = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = wedged.expect("/healthz never failed while the reconcile hung");
+    assert!(body.contains("a reconcile has been running"), "{body}");
+
+    wait_ready(&api, "wedged").await;
+    // Later passes are short but not instant on a loaded machine: poll.
+    let alive = eventually(|| async { matches!(get().await, Ok((200, _))) }).await;
+    assert!(alive, "alive again once the reconcile returned");
+}

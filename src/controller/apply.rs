@@ -305,7 +305,9 @@ async fn apply_children(
         endpoint_url: ctx.config.endpoint_url.clone(),
         credentials_secret: ctx.config.worker_credentials_secret.clone(),
     };
-    k8s::apply(&ctx.client, &k8s::worker_deployment(pipeline, &inputs)?).await?;
+    let deployment = k8s::apply(&ctx.client, &k8s::worker_deployment(pipeline, &inputs)?).await?;
+    report.readiness =
+        k8s::worker_readiness(&deployment, Timestamp::now(), ctx.config.worker_start_grace);
     Ok(report)
 }
 

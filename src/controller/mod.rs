@@ -9,6 +9,7 @@ mod backoff;
 mod cleanup;
 pub mod conditions;
 pub mod leader;
+pub mod liveness;
 mod outcome;
 
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub struct Config {
     pub concurrency: u16,
     /// This replica's name in Events.
     pub identity: String,
+    /// How long the worker Deployment may have no available replica before WorkerReady
+    /// turns False (Pods starting, an image being pulled).
+    pub worker_start_grace: Duration,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Config {
             namespace: None,
             concurrency: 16,
             identity: CONTROLLER_NAME.into(),
+            worker_start_grace: Duration::from_secs(90),
         }
     }
 }
@@ -289,6 +294,10 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .inspect({
+        let health = health.clone();
+        move |event| health.liveness.watch_result(event.is_ok())
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
@@ -318,7 +327,20 @@ pub async fn run(
         .owns_stream(service_accounts)
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            {
+                let health = health.clone();
+                move |pipeline, ctx| {
+                    let health = health.clone();
+                    async move {
+                        let _running = health.liveness.reconcile_started();
+                        reconcile(pipeline, ctx).await
+                    }
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(err) = result {
                 warn!(error = %err, "controller");

@@ -128,6 +128,11 @@ pub fn blocks_ready(part: Part, readiness: &Readiness, alerts: &AlertsSpec) -> b
         Readiness::NotReady { reason, .. } if part == Part::Alerts => {
             reason != PENDING_CONFIRMATION || alerts.wait_for_confirmation
         }
+        // Pods still starting: the pipeline works (messages wait in the queue); only a
+        // worker that stays unavailable past the grace period holds Ready back.
+        Readiness::NotReady { reason, .. } if part == Part::WorkerIdentity => {
+            reason != crate::k8s::WORKER_STARTING
+        }
         _ => true,
     }
 }

@@ -32,7 +32,8 @@ pub use tracking_worker::contract::drain_budget_seconds;
 /// The controller's filter for Deployment events: a change worth a reconcile. The
 /// generation moves on every spec change, `replicas` included; with autoscaling the replica
 /// count is someone else's, so it is left out and scaling never costs a reconcile (and its
-/// AWS calls). Status-only changes never reach here as a new value.
+/// AWS calls). Status changes reach here as a new value only when the `Available`
+/// condition flips.
 pub fn deployment_change(deployment: &Deployment) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let autoscaled = deployment
@@ -48,6 +49,11 @@ pub fn deployment_change(deployment: &Deployment) -> Option<u64> {
     serde_json::to_string(&spec).ok()?.hash(&mut hasher);
     deployment.metadata.annotations.hash(&mut hasher);
     deployment.metadata.labels.hash(&mut hasher);
+    // Availability decides WorkerReady. With autoscaling every scale from zero would flip it
+    // twice, so there it is judged on the passes that happen anyway.
+    if !autoscaled {
+        super::availability::available_status(deployment).hash(&mut hasher);
+    }
     Some(hasher.finish())
 }
 

@@ -2,10 +2,12 @@
 //! ConfigMap and the worker Deployment. Builders are pure (pipeline + outputs → object);
 //! [`apply`] is the only I/O.
 
+mod availability;
 mod config_map;
 mod deployment;
 mod service_account;
 
+pub use availability::{WORKER_STARTING, WORKER_UNAVAILABLE, worker_readiness};
 pub use config_map::{config_map_name, outputs_config_map};
 pub use deployment::{
     AUTOSCALING_ANNOTATION, WorkerInputs, deployment_change, deployment_name, drain_budget_seconds,

@@ -25,6 +25,7 @@ pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
     pub calls: CallCounter,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 impl Operator {
@@ -40,6 +41,18 @@ impl Operator {
         resync: Duration,
         configure: impl FnOnce(&mut Config),
     ) -> Operator {
+        Self::start_with_health(endpoint, namespace, resync, configure, Health::default()).await
+    }
+
+    /// Like [`Operator::start_with`], reporting its progress into `health` (`/healthz`).
+    pub async fn start_with_health(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        configure: impl FnOnce(&mut Config),
+        health: Health,
+    ) -> Operator {
+        let health = Arc::new(health);
         let client = testenv::kube().client().await;
         let sdk = testenv::sdk_config_for(endpoint).await;
         let calls = CallCounter::new();
@@ -52,10 +65,13 @@ impl Operator {
         config.error_backoff_max = Duration::from_secs(5);
         config.namespace = Some(namespace.to_string());
         config.endpoint_url = Some(endpoint.to_string());
+        // No node here: the worker's Pods never run, so its Deployment never becomes
+        // available. Tests that judge availability set their own grace.
+        config.worker_start_grace = Duration::from_secs(24 * 3600);
         configure(&mut config);
         let ctx = Arc::new(Context::new(client, &sdk, config, metrics.clone(), aws));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(ctx, Arc::new(Health::default()), async {
+        let task = tokio::spawn(controller::run(ctx, health.clone(), async {
             let _ = stopped.await;
         }));
         Operator {
@@ -63,6 +79,7 @@ impl Operator {
             stop: Some(stop),
             calls,
             metrics,
+            health,
         }
     }
 
