@@ -106,9 +106,11 @@ const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56e
 const ALIAS: &str =
     "arn:aws:kms:eu-west-1:123456789012:alias/tracking-operator/logistics/parcels-sqs";
 
-#[test]
-fn every_call_the_operator_makes_is_allowed() {
-    let p = policy();
+/// An action, the resource ARN and the request context AWS would see.
+type Call = (String, String, Vec<(String, String)>);
+
+/// Every call the operator makes.
+fn operator_calls() -> Vec<Call> {
     let boundary = ("iam:PermissionsBoundary", BOUNDARY);
     let calls: &[(&str, &str, Context)] = &[
         ("kms:CreateKey", "*", &[REQUESTED]),
@@ -157,22 +159,27 @@ fn every_call_the_operator_makes_is_allowed() {
         ("dynamodb:DeleteTable", TABLE, &[OWNED]),
         ("sns:CreateTopic", TOPIC, &[REQUESTED]),
         ("sns:GetTopicAttributes", TOPIC, &[]),
-        ("sns:SetTopicAttributes", TOPIC, &[]),
+        ("sns:TagResource", TOPIC, &[REQUESTED]),
+        ("sns:SetTopicAttributes", TOPIC, &[OWNED]),
         ("sns:ListTagsForResource", TOPIC, &[]),
         ("sns:ListSubscriptionsByTopic", TOPIC, &[]),
-        ("sns:Subscribe", TOPIC, &[]),
-        ("sns:DeleteTopic", TOPIC, &[]),
+        ("sns:Subscribe", TOPIC, &[OWNED]),
+        ("sns:TagResource", TOPIC, &[OWNED]),
+        ("sns:DeleteTopic", TOPIC, &[OWNED]),
         (
             "sns:GetSubscriptionAttributes",
             &format!("{TOPIC}:sub-id"),
             &[],
         ),
         ("sns:Unsubscribe", &format!("{TOPIC}:sub-id"), &[]),
-        ("cloudwatch:PutMetricAlarm", ALARM, &[]),
+        // Created with its tags; updated (tags are ignored then) only when it carries ours.
+        ("cloudwatch:PutMetricAlarm", ALARM, &[REQUESTED]),
+        ("cloudwatch:TagResource", ALARM, &[REQUESTED]),
+        ("cloudwatch:PutMetricAlarm", ALARM, &[OWNED]),
         ("cloudwatch:DescribeAlarms", ALARM, &[]),
         ("cloudwatch:ListTagsForResource", ALARM, &[]),
-        ("cloudwatch:TagResource", ALARM, &[]),
-        ("cloudwatch:DeleteAlarms", ALARM, &[]),
+        ("cloudwatch:TagResource", ALARM, &[OWNED]),
+        ("cloudwatch:DeleteAlarms", ALARM, &[OWNED]),
         ("scheduler:CreateSchedule", SCHEDULE, &[]),
         ("scheduler:GetSchedule", SCHEDULE, &[]),
         ("scheduler:UpdateSchedule", SCHEDULE, &[]),
@@ -196,12 +203,86 @@ fn every_call_the_operator_makes_is_allowed() {
             &[("iam:PassedToService", "scheduler.amazonaws.com")],
         ),
     ];
-    let refused: Vec<_> = calls
+    calls
         .iter()
-        .filter(|(action, resource, ctx)| allowing(&p, action, resource, ctx).is_none())
+        .map(|(action, resource, ctx)| {
+            let ctx = ctx.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            (action.to_string(), resource.to_string(), ctx.collect())
+        })
+        .collect()
+}
+
+fn refused(policy: &Value, partition: &str) -> Vec<String> {
+    operator_calls()
+        .into_iter()
+        .map(|(action, resource, ctx)| {
+            let resource = resource.replace("arn:aws:", &format!("arn:{partition}:"));
+            let ctx: Vec<(String, String)> = ctx
+                .into_iter()
+                .map(|(k, v)| (k, v.replace("arn:aws:", &format!("arn:{partition}:"))))
+                // Service principals are the same everywhere; endpoint names are not.
+                .map(|(k, v)| match k.as_str() {
+                    "kms:ViaService" => (k, v.replace(".amazonaws.com", &suffix(partition))),
+                    _ => (k, v),
+                })
+                .collect();
+            (action, resource, ctx)
+        })
+        .filter(|(action, resource, ctx)| {
+            let ctx: Vec<(&str, &str)> =
+                ctx.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            allowing(policy, action, resource, &ctx).is_none()
+        })
         .map(|(action, resource, _)| format!("{action} on {resource}"))
-        .collect();
+        .collect()
+}
+
+/// The DNS suffix of service endpoints (kms:ViaService) in a partition.
+fn suffix(partition: &str) -> String {
+    match partition {
+        "aws-cn" => ".amazonaws.com.cn".into(),
+        _ => ".amazonaws.com".into(),
+    }
+}
+
+#[test]
+fn every_call_the_operator_makes_is_allowed() {
+    let refused = refused(&policy(), "aws");
     assert!(refused.is_empty(), "the policy refuses {refused:?}");
+}
+
+/// `hack/iam-policy.sh` renders the policy for China and GovCloud: the same calls are allowed
+/// there, with that partition's ARNs.
+#[test]
+fn every_call_is_allowed_in_the_other_partitions() {
+    for partition in ["aws-cn", "aws-us-gov"] {
+        let out = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/iam-policy.sh"))
+            .args(["--partition", partition, "--account", ACCOUNT])
+            .output()
+            .expect("run hack/iam-policy.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("UTF-8");
+        assert!(
+            !text.contains("\"arn:aws:"),
+            "{partition}: an ARN kept the commercial partition"
+        );
+        let policy: Value = serde_json::from_str(&text).expect("policy JSON");
+        let denied = refused(&policy, partition);
+        assert!(
+            denied.is_empty(),
+            "{partition}: the policy refuses {denied:?}"
+        );
+        // And the commercial ARNs are not allowed by the other partition's policy.
+        assert!(
+            !refused(&policy, "aws").is_empty(),
+            "the {partition} policy allows commercial ARNs"
+        );
+    }
 }
 
 #[test]
@@ -318,6 +399,30 @@ fn the_escalation_paths_are_closed() {
             "a table outside our prefix",
         ),
         ("kms:CreateGrant", KEY, &[], "a grant not through DynamoDB"),
+        (
+            "sns:DeleteTopic",
+            TOPIC,
+            &[],
+            "deleting a topic that is not ours",
+        ),
+        (
+            "sns:Subscribe",
+            TOPIC,
+            &[],
+            "subscribing to a topic that is not ours",
+        ),
+        (
+            "cloudwatch:PutMetricAlarm",
+            ALARM,
+            &[],
+            "rewriting an alarm that is not ours",
+        ),
+        (
+            "cloudwatch:DeleteAlarms",
+            ALARM,
+            &[],
+            "deleting an alarm that is not ours",
+        ),
     ];
     let open: Vec<_> = escalations
         .iter()
