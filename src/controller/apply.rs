@@ -106,6 +106,9 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     let mut not_ready = None;
     // A part is not ready but does not hold Ready back (an unconfirmed e-mail): look again.
     let mut waiting = false;
+    // Worker Pods starting: their becoming available is an event, their failing to is not,
+    // so look again when the grace period ends.
+    let mut starting = false;
     // The first failure, returned after the parts that do not need the failed ones ran.
     let mut failure: Option<crate::error::Error> = None;
     let mut failed: Vec<Part> = Vec::new();
@@ -139,6 +142,11 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                 );
                 if outcome::blocks_ready(part, &report.readiness, &pipeline.spec.alerts) {
                     not_ready = not_ready.or(this);
+                } else if this
+                    .as_ref()
+                    .is_some_and(|(reason, _)| reason == k8s::WORKER_STARTING)
+                {
+                    starting = true;
                 } else if this.is_some() {
                     waiting = true;
                 }
@@ -177,7 +185,11 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     Ok(match (next, waiting) {
         (Next::Resync, false) => {
             ctx.reset_waiting(&pipeline);
-            Action::requeue(ctx.config.resync_interval)
+            let resync = ctx.config.resync_interval;
+            Action::requeue(match starting {
+                true => resync.min(ctx.config.worker_start_grace),
+                false => resync,
+            })
         }
         // Looked at again soon at first, then less and less often up to the resync: a
         // confirmation click can take days, a new table minutes.
