@@ -186,9 +186,10 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         (Next::Resync, false) => {
             ctx.reset_waiting(&pipeline);
             let resync = ctx.config.resync_interval;
-            Action::requeue(match starting {
-                true => resync.min(ctx.config.worker_start_grace),
-                false => resync,
+            Action::requeue(if starting {
+                resync.min(ctx.config.worker_start_grace)
+            } else {
+                resync
             })
         }
         // Looked at again soon at first, then less and less often up to the resync: a
