@@ -84,7 +84,7 @@ async fn a_refused_alert_topic_stalls_alerts_but_not_the_worker() {
     let api = pipelines(&ns).await;
     create(&api, "partial", json!({})).await;
     let p = wait_for(&api, "partial", "WorkerReady with Alerts refused", |p| {
-        is(p, "WorkerReady", "True") && is(p, "AlertsReady", "False")
+        worker_applied(p) && is(p, "AlertsReady", "False")
     })
     .await;
     assert!(

@@ -146,6 +146,13 @@ pub fn is(p: &TrackingPipeline, type_: &str, status: &str) -> bool {
     condition_status(p, type_).is_some_and(|(s, _, _)| s == status)
 }
 
+/// The worker part is done: its Deployment is applied and either available or still within
+/// its start grace. Without a node its Pods never run, and whether the deployment controller
+/// has reported `Available=False` yet is a race, so both answers count.
+pub fn worker_applied(p: &TrackingPipeline) -> bool {
+    is(p, "WorkerReady", "True") || reason(p, "WorkerReady").as_deref() == Some("WorkerStarting")
+}
+
 pub fn reason(p: &TrackingPipeline, type_: &str) -> Option<String> {
     condition_status(p, type_).map(|(_, r, _)| r)
 }
