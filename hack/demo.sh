@@ -104,12 +104,23 @@ done
 phase "sending $count tracking updates (5% duplicates, 0.5% poison)"
 send_start=$(date +%s.%N)
 target/debug/trackctl send --queue-url "$queue_url" --count "$count" --duplicate-percent 5 \
-  --poison-percent 0.5 --max-depth "${MAX_DEPTH:-50}" --seed 42 >"$local_dir/sent.json"
+  --poison-percent 0.5 --max-depth "${MAX_DEPTH:-50}" --seed 42 >"$local_dir/sent.json" &
+sender=$!
 
-phase "waiting for the worker Pods to drain the queue"
+echo "the worker Pods drain the queue while it is filled (sampled every 2 s for the chart):"
 "${TRACKING_OPERATOR_CACHE:-$HOME/.cache/tracking-operator}/moto-$(sed -n "s/^MOTO_VERSION=//p" hack/versions.env)/bin/python" hack/demo_report.py \
   --namespace "$ns" --pipeline "$pipeline" --sent "$local_dir/sent.json" \
-  "${metrics_args[@]}" --send-start "$send_start" --ready-after "$ready_after"
+  "${metrics_args[@]}" --send-start "$send_start" --ready-after "$ready_after" \
+  --samples "$local_dir/demo-samples.json" --sender-pid "$sender"
+wait "$sender" || { echo "the sender failed"; exit 1; }
+
+phase "the picture: throughput, backlog and end-to-end latency over the run"
+if plot_python=$(hack/tools.sh plot) && "$plot_python" hack/demo_chart.py \
+    "$local_dir/demo-samples.json" "$local_dir/demo-chart.png"; then
+  echo "chart: $local_dir/demo-chart.png"
+else
+  echo "warning: no chart (matplotlib could not be installed or run); the numbers above stand"
+fi
 
 phase "kubectl get tp,pods -o wide"
 kubectl -n "$ns" get tp -o wide

@@ -5,6 +5,7 @@ its status, the queues and table from AWS, and the worker's Prometheus metrics.
 """
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,13 +70,29 @@ def main():
                    help="a worker's /metrics URL; repeat for every worker Pod")
     p.add_argument("--send-start", type=float, required=True)
     p.add_argument("--ready-after", type=float, required=True)
+    p.add_argument("--samples", help="write the run's time series here (JSON) for the chart")
+    p.add_argument("--sender-pid", type=int,
+                   help="the sender still running: sample until it exits and the queue is empty")
     a = p.parse_args()
 
     tp = kubectl_json("-n", a.namespace, "get", "trackingpipeline", a.pipeline)
     out = tp.get("status", {}).get("outputs", {})
     sqs = boto3.client("sqs")
     ddb = boto3.client("dynamodb")
-    sent = json.load(open(a.sent))
+
+    def sending():
+        if a.sender_pid is None:
+            return False
+        try:
+            os.kill(a.sender_pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie (exited, not yet reaped by the shell) has finished sending.
+        try:
+            with open(f"/proc/{a.sender_pid}/stat") as f:
+                return f.read().split(") ", 1)[1][0] != "Z"
+        except OSError:
+            return False
 
     def depth(url):
         attrs = sqs.get_queue_attributes(
@@ -85,19 +102,31 @@ def main():
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     last = None
+    samples = []
     while True:
         d = depth(out["queueUrl"])
         m = metrics(a.worker_metrics)
         done = total(m, "tracking_worker_updates_written_total") + total(m, "tracking_worker_duplicates_total")
+        samples.append({
+            "t": time.time() - a.send_start,
+            "backlog": d,
+            "done": done,
+            "latency_sum": total(m, "tracking_worker_end_to_end_latency_seconds_sum"),
+            "latency_count": total(m, "tracking_worker_end_to_end_latency_seconds_count"),
+        })
         line = f"  queue depth {d:6d}   written {int(done):6d}"
         if line != last:
             print(line, flush=True)
             last = line
-        if d == 0:
+        if d == 0 and not sending():
             break
         time.sleep(2)
     drained = time.time()
+    if a.samples:
+        with open(a.samples, "w") as f:
+            json.dump(samples, f)
 
+    sent = json.load(open(a.sent))
     m = metrics(a.worker_metrics)
     written = total(m, "tracking_worker_updates_written_total")
     dups = total(m, "tracking_worker_duplicates_total")

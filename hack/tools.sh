@@ -5,7 +5,7 @@
 #   helm v4, lua5.1                                hack/install-helm.sh, hack/install-lua.sh
 #   kubelet, kube-scheduler, kube-proxy, pause     the test node (hack/k8s, hack/pause), plus
 #   containerd, runc, CNI plugins, iptables        from Debian (hack/install-node-deps.sh)
-# Usage: hack/tools.sh [kube|moto|extras|node|all]   (default all; all includes node)
+# Usage: hack/tools.sh [kube|moto|extras|node|plot|all]   (default all; all includes node)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -98,6 +98,22 @@ moto() {
   touch "$venv/.complete"
 }
 
+plot() {
+  # matplotlib for the demo's chart (make demo only; a failure there skips the picture).
+  local venv="$cache/plot-$MATPLOTLIB_VERSION"
+  if [[ ! -f "$venv/.complete" ]]; then
+    echo ">> installing matplotlib==$MATPLOTLIB_VERSION from PyPI" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    if ! "$venv/bin/pip" install --quiet --only-binary=:all: "matplotlib==$MATPLOTLIB_VERSION"; then
+      echo "error: pip could not install matplotlib==$MATPLOTLIB_VERSION; is PyPI reachable?" >&2
+      exit 1
+    fi
+    touch "$venv/.complete"
+  fi
+  echo "$venv/bin/python"
+}
+
 extras() {
   # helm v4 (chart tests) and Lua 5.1 (Argo CD health check tests); each script prints its path.
   "$root/hack/install-helm.sh" >/dev/null
@@ -108,7 +124,8 @@ case "${1:-all}" in
   kube) kube ;;
   moto) moto ;;
   extras) extras ;;
+  plot) plot ;;
   node) node ;;
   all) kube; moto; extras; node ;;
-  *) echo "usage: $0 [kube|moto|extras|node|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kube|moto|extras|node|plot|all]" >&2; exit 2 ;;
 esac

@@ -114,6 +114,27 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_WORKER_CREDENTIALS_SECRET")]
     pub worker_credentials_secret: Option<String>,
 
+    /// Client-side AWS rate limits over the defaults (sized under AWS's default quotas), as
+    /// `SERVICE[:OPERATION]=RATE[/BURST]` per second, comma-separated or repeated, e.g.
+    /// `cloudwatch=5,cloudwatch:PutMetricAlarm=1`; a rate of 0 removes that limit.
+    #[arg(
+        long = "aws-rate-limit",
+        env = "AWS_RATE_LIMITS",
+        value_delimiter = ','
+    )]
+    pub aws_rate_limits: Vec<String>,
+
+    /// After a start, pipelines that were already Ready get their first pass at this many
+    /// per second, so a restart or leader change does not read every pipeline's AWS
+    /// resources at once (1,000 pipelines: 250 s at the default). 0: all at once.
+    #[arg(long, env = "TRACKING_STARTUP_RATE", default_value_t = 4.0)]
+    pub startup_rate: f64,
+
+    /// Where `spec.redrive` keeps its move ledgers, so a redrive interrupted by a restart
+    /// resumes without sending a message twice (the chart mounts an emptyDir here).
+    #[arg(long, env = "TRACKING_STATE_DIR", default_value_os_t = std::env::temp_dir().join("tracking-operator"))]
+    pub state_dir: std::path::PathBuf,
+
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

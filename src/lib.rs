@@ -10,5 +10,6 @@ pub mod error;
 pub mod http;
 pub mod k8s;
 pub mod metrics;
+pub mod redrive;
 
 pub use error::{Error, Result};

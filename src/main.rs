@@ -10,13 +10,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client, CustomResourceExt};
 use tracing::{error, info, warn};
 use tracking_operator::api::TrackingPipeline;
-use tracking_operator::autoscale;
-use tracking_operator::aws::{AwsClients, Settings};
+use tracking_operator::aws::{AwsClients, CallCounter, Limits, Settings};
 use tracking_operator::cli::{Cli, Command, RunArgs};
 use tracking_operator::controller::liveness::Liveness;
 use tracking_operator::controller::{self, Config, Context, leader::LeaseLock};
 use tracking_operator::http::{self, Health};
 use tracking_operator::metrics::Metrics;
+use tracking_operator::{autoscale, redrive};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,7 +87,11 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
             "no AWS region: set --region (AWS_REGION), or operator.region in the Helm chart".into(),
         ));
     }
-    let aws = AwsClients::new(&sdk);
+    let limits = Limits::default()
+        .with_overrides(args.aws_rate_limits.iter().map(String::as_str))
+        .map_err(|e| tracking_operator::Error::InvalidSpec(format!("--aws-rate-limit {e}")))?;
+    info!(limits = ?limits.rates(), "AWS client-side rate limits (calls per second)");
+    let aws = AwsClients::with_limits(&sdk, CallCounter::new(), &limits);
     let metrics = Arc::new(Metrics::new(aws.calls.clone()));
     let health = Arc::new(Health {
         liveness: Liveness::new(args.stuck_after),
@@ -149,10 +153,17 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
     config.namespace = args.namespace.clone();
     config.concurrency = args.concurrency;
     config.worker_start_grace = args.worker_start_grace;
+    config.startup_rate = args.startup_rate;
     config.identity = identity.clone();
     let ctx = Arc::new(Context::new(client.clone(), &sdk, config, metrics, aws));
     // Built here, polled only below: with leader election, only once the Lease is ours.
-    let autoscaler = autoscale::run(ctx.clone(), args.autoscale_interval);
+    let autoscaler = {
+        let scale = autoscale::run(ctx.clone(), args.autoscale_interval);
+        let redrive = redrive::run(ctx.clone(), args.state_dir.clone(), redrive::LEASE_SECONDS);
+        async move {
+            tokio::join!(scale, redrive);
+        }
+    };
 
     // SIGTERM is how Kubernetes stops a Pod (and as PID 1 nothing else handles it):
     // stop taking work, let the reconciles in flight finish, then release the Lease so the

@@ -147,6 +147,21 @@ fn operator_calls() -> Vec<Call> {
         ("sqs:TagQueue", QUEUE, &[OWNED]),
         ("sqs:SetQueueAttributes", QUEUE, &[OWNED]),
         ("sqs:DeleteQueue", QUEUE, &[OWNED]),
+        // spec.redrive: DLQ → main queue, through SQS's use of the queue key.
+        ("sqs:ReceiveMessage", QUEUE, &[OWNED]),
+        ("sqs:ChangeMessageVisibility", QUEUE, &[OWNED]),
+        ("sqs:DeleteMessage", QUEUE, &[OWNED]),
+        ("sqs:SendMessage", QUEUE, &[OWNED]),
+        (
+            "kms:Decrypt",
+            KEY,
+            &[OWNED, ("kms:ViaService", "sqs.eu-west-1.amazonaws.com")],
+        ),
+        (
+            "kms:GenerateDataKey",
+            KEY,
+            &[OWNED, ("kms:ViaService", "sqs.eu-west-1.amazonaws.com")],
+        ),
         ("dynamodb:DescribeTable", TABLE, &[]),
         ("dynamodb:DescribeContinuousBackups", TABLE, &[]),
         ("dynamodb:DescribeTimeToLive", TABLE, &[]),
@@ -343,6 +358,18 @@ fn the_escalation_paths_are_closed() {
             ROLE,
             &[OWNED, boundary],
             "attaching a managed policy",
+        ),
+        (
+            "kms:Decrypt",
+            KEY,
+            &[OWNED],
+            "decrypting with a queue key outside SQS",
+        ),
+        (
+            "sqs:ReceiveMessage",
+            "arn:aws:sqs:eu-west-1:123456789012:orders",
+            &[],
+            "reading another team's queue",
         ),
         (
             "iam:UpdateAssumeRolePolicy",

@@ -2,6 +2,7 @@
 //! the CRD generated from them.
 
 mod duration;
+mod redrive;
 mod rules;
 mod spec;
 mod status;
@@ -10,6 +11,7 @@ mod status;
 mod tests;
 
 pub use duration::{PERIOD_PATTERN, Period};
+pub use redrive::{RedrivePhase, RedriveSpec, RedriveStatus};
 pub use spec::{
     AlertsSpec, AutoscalingMode, AutoscalingSpec, DeletionPolicy, EncryptionSpec, QueueSpec,
     ScheduleSpec, TableSpec, TrackingPipeline, TrackingPipelineSpec, WorkerSpec, defaults,

@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::duration::Period;
+use super::redrive::RedriveSpec;
 use super::rules::{at_least, immutable, in_range, period_in_range};
 use super::status::TrackingPipelineStatus;
 
@@ -85,6 +86,11 @@ pub struct TrackingPipelineSpec {
     /// The worker Deployment that consumes the queue into the table.
     #[serde(default)]
     pub worker: WorkerSpec,
+
+    /// Move the dead-letter queue's messages back to the main queue, once per
+    /// `requestId` (after the producer bug that sent them there is fixed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<RedriveSpec>,
 }
 
 impl Default for TrackingPipelineSpec {
@@ -99,6 +105,7 @@ impl Default for TrackingPipelineSpec {
             alerts: AlertsSpec::default(),
             schedule: ScheduleSpec::default(),
             worker: WorkerSpec::default(),
+            redrive: None,
         }
     }
 }

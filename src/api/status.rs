@@ -32,6 +32,10 @@ pub struct TrackingPipelineStatus {
     /// autoscaler alone, with a merge patch of this key; the reconciler never writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerStatus>,
+
+    /// The last `spec.redrive` request and its progress. Written by the redrive loop alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<super::RedriveStatus>,
 }
 
 /// Queue depths for `kubectl get tp` and the operator's per-pipeline gauges.

@@ -12,6 +12,7 @@ pub mod calls;
 pub mod desired;
 pub mod error;
 pub mod naming;
+pub mod ratelimit;
 pub mod tags;
 
 mod alarms;
@@ -36,6 +37,7 @@ pub use self::calls::{CallCounter, CallKey};
 pub use self::desired::{Desired, Settings, desired};
 pub use self::error::Error;
 pub use self::policy::{WorkerResources, worker_policy};
+pub use self::ratelimit::Limits;
 pub use crate::api::Outputs;
 use crate::api::condition;
 
@@ -66,8 +68,15 @@ impl AwsClients {
         Self::with_counter(config, CallCounter::new())
     }
 
+    /// Clients without client-side rate limits (tests against moto).
     pub fn with_counter(config: &SdkConfig, calls: CallCounter) -> Self {
-        let retry = RetryConfig::standard()
+        Self::with_limits(config, calls, &Limits::none())
+    }
+
+    /// Clients whose requests wait for `limits`' buckets; throttling that still happens
+    /// slows only the throttled service (adaptive retry keeps a limiter per client).
+    pub fn with_limits(config: &SdkConfig, calls: CallCounter, limits: &Limits) -> Self {
+        let retry = RetryConfig::adaptive()
             .with_max_attempts(MAX_ATTEMPTS)
             .with_initial_backoff(Duration::from_millis(200))
             .with_max_backoff(Duration::from_secs(10));
@@ -77,25 +86,29 @@ impl AwsClients {
             .operation_attempt_timeout(Duration::from_secs(30))
             .build();
         macro_rules! client {
-            ($sdk:ident) => {
-                $sdk::Client::from_conf(
-                    $sdk::config::Builder::from(config)
-                        .retry_config(retry.clone())
-                        .timeout_config(timeouts.clone())
-                        .interceptor(calls.clone())
-                        .build(),
-                )
-            };
+            ($sdk:ident, $service:literal) => {{
+                let mut builder = $sdk::config::Builder::from(config)
+                    .retry_config(retry.clone())
+                    .timeout_config(timeouts.clone())
+                    .interceptor(calls.clone())
+                    .interceptor(ratelimit::OperationTag);
+                let http = config
+                    .http_client()
+                    .unwrap_or_else(ratelimit::default_client);
+                builder =
+                    builder.http_client(ratelimit::Paced::wrap(http, limits.buckets($service)));
+                $sdk::Client::from_conf(builder.build())
+            }};
         }
         AwsClients {
-            kms: client!(aws_sdk_kms),
-            sqs: client!(aws_sdk_sqs),
-            dynamodb: client!(aws_sdk_dynamodb),
-            sns: client!(aws_sdk_sns),
-            cloudwatch: client!(aws_sdk_cloudwatch),
-            scheduler: client!(aws_sdk_scheduler),
-            iam: client!(aws_sdk_iam),
-            sts: client!(aws_sdk_sts),
+            kms: client!(aws_sdk_kms, "kms"),
+            sqs: client!(aws_sdk_sqs, "sqs"),
+            dynamodb: client!(aws_sdk_dynamodb, "dynamodb"),
+            sns: client!(aws_sdk_sns, "sns"),
+            cloudwatch: client!(aws_sdk_cloudwatch, "cloudwatch"),
+            scheduler: client!(aws_sdk_scheduler, "scheduler"),
+            iam: client!(aws_sdk_iam, "iam"),
+            sts: client!(aws_sdk_sts, "sts"),
             calls,
             account: Default::default(),
         }

@@ -52,10 +52,12 @@ impl StatusWriter {
 /// known (e.g. the worker role after the OIDC setting was removed) is sent as null.
 fn status_patch(status: &TrackingPipelineStatus) -> serde_json::Value {
     let mut patch = json!({ "status": status });
-    // `status.worker` belongs to the autoscaler (src/autoscale); a copy read at the start of
-    // this pass would overwrite its newer one.
+    // `status.worker` belongs to the autoscaler (src/autoscale) and `status.redrive` to the
+    // redrive loop (src/redrive.rs); a copy read at the start of this pass would overwrite
+    // their newer ones.
     if let Some(status) = patch["status"].as_object_mut() {
         status.remove("worker");
+        status.remove("redrive");
     }
     if let Some(outputs) = patch["status"]["outputs"].as_object_mut() {
         let schema = schemars::schema_for!(Outputs);
@@ -86,6 +88,9 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         now: Time(Timestamp::now()),
     };
 
+    if let Some(delay) = ctx.startup_delay(&pipeline) {
+        return Ok(Action::requeue(delay));
+    }
     if status.original.observed_generation != pipeline.metadata.generation {
         // A new spec deserves a quick look again, whatever the old one waited for.
         ctx.reset_waiting(&pipeline);
@@ -174,7 +179,7 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         if outcome::is_conflict(&err) {
             // A human must resolve it; a timer would only repeat the Event. The resync
             // still notices when the conflicting resource is gone.
-            return Ok(Action::requeue(ctx.config.resync_interval));
+            return Ok(Action::requeue(ctx.resync()));
         }
         return Err(err);
     }
@@ -185,7 +190,7 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     Ok(match (next, waiting) {
         (Next::Resync, false) => {
             ctx.reset_waiting(&pipeline);
-            let resync = ctx.config.resync_interval;
+            let resync = ctx.resync();
             Action::requeue(if starting {
                 resync.min(ctx.config.worker_start_grace)
             } else {

@@ -12,10 +12,10 @@ pub mod leader;
 pub mod liveness;
 mod outcome;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::TrackingPipeline;
+use crate::api::{TrackingPipeline, condition};
 use crate::aws::{self, AwsClients};
 use crate::error::{Error, Result};
 use crate::http::Health;
@@ -67,6 +67,10 @@ pub struct Config {
     /// How long the worker Deployment may have no available replica before WorkerReady
     /// turns False (Pods starting, an image being pulled).
     pub worker_start_grace: Duration,
+    /// Pipelines per second given their first pass after a start when they were already
+    /// Ready and up to date: bounds the wave of AWS reads after a restart or leader change.
+    /// 0 verifies them all at once.
+    pub startup_rate: f64,
 }
 
 impl Config {
@@ -85,6 +89,7 @@ impl Config {
             concurrency: 16,
             identity: CONTROLLER_NAME.into(),
             worker_start_grace: Duration::from_secs(90),
+            startup_rate: 4.0,
         }
     }
 }
@@ -100,6 +105,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive passes per pipeline with a part not ready yet, for the not-ready backoff.
     waiting: Mutex<HashMap<String, u32>>,
+    /// Pipelines this process has looked at, and how many settled ones it found, for the
+    /// start-up spread.
+    seen: Mutex<HashSet<String>>,
+    settled_at_start: AtomicU64,
 }
 
 impl Context {
@@ -125,6 +134,8 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             waiting: Mutex::default(),
+            seen: Mutex::default(),
+            settled_at_start: AtomicU64::new(0),
         }
     }
 
@@ -173,6 +184,33 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&Self::key(pipeline));
+    }
+
+    /// The first time this process meets a pipeline that was Ready at its current generation,
+    /// when to give it its first pass: after a restart 1,000 such pipelines are verified over
+    /// minutes, not in one burst of AWS reads. New specs and deletions never wait.
+    pub(crate) fn startup_delay(&self, pipeline: &TrackingPipeline) -> Option<Duration> {
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(pipeline));
+        let status = pipeline.status.as_ref()?;
+        let settled = status.observed_generation == pipeline.metadata.generation
+            && conditions::is_true(&status.conditions, condition::READY);
+        if !first || !settled {
+            return None;
+        }
+        let n = self.settled_at_start.fetch_add(1, Ordering::Relaxed);
+        backoff::startup_slot(n, self.config.startup_rate)
+    }
+
+    /// The resync delay, spread so that pipelines do not resync in waves.
+    pub(crate) fn resync(&self) -> Duration {
+        backoff::spread(
+            self.config.resync_interval,
+            rand::rng().random_range(-1.0..=1.0),
+        )
     }
 
     /// When to look again at a pipeline with a part not ready yet: `not_ready_requeue`,

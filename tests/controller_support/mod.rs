@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracking_operator::api::{TrackingPipeline, TrackingPipelineSpec};
-use tracking_operator::aws::{AwsClients, CallCounter, Desired, Settings, desired};
+use tracking_operator::aws::{AwsClients, CallCounter, Desired, Limits, Settings, desired};
 use tracking_operator::controller::{self, Config, Context, conditions};
 use tracking_operator::http::Health;
 use tracking_operator::metrics::Metrics;
@@ -22,6 +22,9 @@ pub const WAIT: Duration = Duration::from_secs(180);
 
 pub struct Operator {
     task: JoinHandle<()>,
+    /// Loops `main` runs beside the controller for the leader (autoscaler, redrive), when a
+    /// test asked for them.
+    beside: Vec<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
     pub calls: CallCounter,
     pub metrics: Arc<Metrics>,
@@ -52,11 +55,72 @@ impl Operator {
         configure: impl FnOnce(&mut Config),
         health: Health,
     ) -> Operator {
+        Self::start_full(
+            endpoint,
+            namespace,
+            resync,
+            configure,
+            health,
+            Limits::none(),
+            |_| Vec::new(),
+        )
+        .await
+    }
+
+    /// Like [`Operator::start`], with loops that `main` runs beside the controller, spawned
+    /// by `beside` with the controller's context.
+    pub async fn start_beside(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        beside: impl FnOnce(Arc<Context>) -> Vec<JoinHandle<()>>,
+    ) -> Operator {
+        Self::start_full(
+            endpoint,
+            namespace,
+            resync,
+            |_| {},
+            Health::default(),
+            Limits::none(),
+            beside,
+        )
+        .await
+    }
+
+    /// Like [`Operator::start`], with client-side AWS rate limits (the binary's defaults are
+    /// [`Limits::default`]; tests run without, to stay fast).
+    pub async fn start_limited(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        limits: Limits,
+    ) -> Operator {
+        Self::start_full(
+            endpoint,
+            namespace,
+            resync,
+            |_| {},
+            Health::default(),
+            limits,
+            |_| Vec::new(),
+        )
+        .await
+    }
+
+    async fn start_full(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        configure: impl FnOnce(&mut Config),
+        health: Health,
+        limits: Limits,
+        beside: impl FnOnce(Arc<Context>) -> Vec<JoinHandle<()>>,
+    ) -> Operator {
         let health = Arc::new(health);
         let client = testenv::kube().client().await;
         let sdk = testenv::sdk_config_for(endpoint).await;
         let calls = CallCounter::new();
-        let aws = AwsClients::with_counter(&sdk, calls.clone());
+        let aws = AwsClients::with_limits(&sdk, calls.clone(), &limits);
         let metrics = Arc::new(Metrics::new(calls.clone()));
         let mut config = Config::new("example.com/tracking-worker:test");
         config.resync_interval = resync;
@@ -71,11 +135,13 @@ impl Operator {
         configure(&mut config);
         let ctx = Arc::new(Context::new(client, &sdk, config, metrics.clone(), aws));
         let (stop, stopped) = oneshot::channel::<()>();
+        let beside = beside(ctx.clone());
         let task = tokio::spawn(controller::run(ctx, health.clone(), async {
             let _ = stopped.await;
         }));
         Operator {
             task,
+            beside,
             stop: Some(stop),
             calls,
             metrics,
@@ -87,12 +153,14 @@ impl Operator {
     pub fn kill(mut self) {
         self.stop.take();
         self.task.abort();
+        self.beside.iter().for_each(JoinHandle::abort);
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
+        self.beside.iter().for_each(JoinHandle::abort);
     }
 }
 
