@@ -54,7 +54,11 @@ async fn default_pipeline_is_the_reference_stack() {
     ] {
         assert!(is(&p, part, "True"), "{part}: {:?}", message(&p, part));
     }
-    assert!(worker_applied(&p), "WorkerReady: {:?}", message(&p, "WorkerReady"));
+    assert!(
+        worker_applied(&p),
+        "WorkerReady: {:?}",
+        message(&p, "WorkerReady")
+    );
     assert!(reason(&p, "Reconciling").is_none() && reason(&p, "Stalled").is_none());
     assert!(
         p.finalizers()

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::adopt::{AdoptSpec, ManagementPolicy};
 use super::duration::Period;
 use super::rules::{at_least, immutable, in_range, period_in_range};
 use super::status::TrackingPipelineStatus;
@@ -85,6 +86,18 @@ pub struct TrackingPipelineSpec {
     /// The worker Deployment that consumes the queue into the table.
     #[serde(default)]
     pub worker: WorkerSpec,
+
+    /// `Full` (default): the operator creates, converges and runs the worker. `Observe`:
+    /// it only reads, reports every difference from this spec (condition `InSync`, Event
+    /// `DriftDetected`), writes nothing to AWS and runs no worker. Switching to `Full`
+    /// converges the differences.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// Existing AWS resources to take over instead of creating new ones (for example the
+    /// original CDK stack's queue, table and keys; see docs/migration.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptSpec>,
 }
 
 impl Default for TrackingPipelineSpec {
@@ -99,6 +112,8 @@ impl Default for TrackingPipelineSpec {
             alerts: AlertsSpec::default(),
             schedule: ScheduleSpec::default(),
             worker: WorkerSpec::default(),
+            management_policy: ManagementPolicy::default(),
+            adopt: None,
         }
     }
 }
