@@ -15,11 +15,12 @@ use crate::aws::PartReport;
 pub const DRIFT_DETECTED: &str = "DriftDetected";
 /// The WorkerReady reason while observing: no worker runs, on purpose.
 pub const OBSERVING: &str = "Observing";
-/// Differences named in the condition message; the rest are counted. A whole unmanaged
-/// stack has about a hundred (four ownership tags per resource alone).
-const SHOWN: usize = 150;
-/// Bytes of differences in the message, well under the API server's 32 KiB limit.
-const MAX_BYTES: usize = 16 * 1024;
+/// Resources named in the condition message; the rest are counted.
+const SHOWN: usize = 40;
+/// Bytes of differences in the message: conditions keep 4,096 characters.
+const MAX_BYTES: usize = 3_800;
+/// Tags the operator adds to every resource it owns.
+const OWNERSHIP_TAG_PREFIX: &str = "tracking-operator.io/";
 
 /// The differences one part's report describes when nothing was written.
 pub fn differences(report: &PartReport) -> Vec<String> {
@@ -31,10 +32,47 @@ pub fn differences(report: &PartReport) -> Vec<String> {
         .collect()
 }
 
-/// The `InSync` message: every difference, shortened past [`SHOWN`].
+/// The differences grouped by resource (`SQS queue q: VisibilityTimeout, ownership tags`),
+/// in the order the parts found them; the operator's four ownership tags read as one.
+pub fn grouped(drift: &[String]) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for d in drift {
+        let Some((resource, attribute)) = d.split_once(": ") else {
+            groups.push((d.clone(), Vec::new()));
+            continue;
+        };
+        let attribute = if attribute.starts_with(&format!("tag {OWNERSHIP_TAG_PREFIX}")) {
+            "ownership tags".to_string()
+        } else {
+            attribute.to_string()
+        };
+        match groups
+            .iter_mut()
+            .find(|(r, a)| r == resource && !a.is_empty())
+        {
+            Some((_, attributes)) if !attributes.contains(&attribute) => attributes.push(attribute),
+            Some(_) => {}
+            None => groups.push((resource.to_string(), vec![attribute])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(r, a)| {
+            if a.is_empty() {
+                r
+            } else {
+                format!("{r}: {}", a.join(", "))
+            }
+        })
+        .collect()
+}
+
+/// The `InSync` message: every difference, grouped, shortened past [`SHOWN`] groups or
+/// [`MAX_BYTES`].
 pub fn drift_message(drift: &[String]) -> String {
+    let groups = grouped(drift);
     let mut bytes = 0;
-    let mut shown: Vec<&str> = drift
+    let mut shown: Vec<&str> = groups
         .iter()
         .take(SHOWN)
         .take_while(|d| {
@@ -43,8 +81,8 @@ pub fn drift_message(drift: &[String]) -> String {
         })
         .map(String::as_str)
         .collect();
-    let more = drift.len() - shown.len();
-    let extra = format!("and {more} more");
+    let more = groups.len() - shown.len();
+    let extra = format!("and {more} more resource(s)");
     if more > 0 {
         shown.push(&extra);
     }
@@ -144,15 +182,37 @@ mod tests {
 
     #[test]
     fn long_lists_are_shortened() {
-        let drift: Vec<String> = (0..160).map(|i| format!("d{i}")).collect();
+        let drift: Vec<String> = (0..50).map(|i| format!("missing d{i}")).collect();
         let m = drift_message(&drift);
         assert!(
-            m.starts_with("160 difference(s)") && m.ends_with("and 10 more"),
+            m.starts_with("50 difference(s)") && m.ends_with("and 10 more resource(s)"),
             "{m}"
         );
         let long: Vec<String> = (0..100)
             .map(|i| format!("{i}{}", "x".repeat(500)))
             .collect();
-        assert!(drift_message(&long).len() < 17 * 1024);
+        assert!(drift_message(&long).len() < 4_096);
+    }
+
+    #[test]
+    fn differences_are_grouped_by_resource() {
+        let drift: Vec<String> = [
+            "SQS queue q: VisibilityTimeout",
+            "SQS queue q: tag tracking-operator.io/managed-by",
+            "SQS queue q: tag tracking-operator.io/pipeline-uid",
+            "SQS queue q: tag Environment",
+            "missing EventBridge schedule s",
+            "KMS key arn:aws:kms:r:1:key/k: KeyPolicy",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            grouped(&drift),
+            vec![
+                "SQS queue q: VisibilityTimeout, ownership tags, tag Environment",
+                "missing EventBridge schedule s",
+                "KMS key arn:aws:kms:r:1:key/k: KeyPolicy",
+            ]
+        );
     }
 }
