@@ -721,7 +721,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         errors.namespace(),
         Some(tracking_worker::contract::cloudwatch::DEFAULT_NAMESPACE)
     );
-    assert_eq!(errors.alarm_actions(), [stack.topic_arn.clone()]);
+    assert_eq!(errors.alarm_actions(), std::slice::from_ref(&stack.topic_arn));
     let topic = sns
         .get_topic_attributes()
         .topic_arn(&stack.topic_arn)
