@@ -721,7 +721,10 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         errors.namespace(),
         Some(tracking_worker::contract::cloudwatch::DEFAULT_NAMESPACE)
     );
-    assert_eq!(errors.alarm_actions(), std::slice::from_ref(&stack.topic_arn));
+    assert_eq!(
+        errors.alarm_actions(),
+        std::slice::from_ref(&stack.topic_arn)
+    );
     let topic = sns
         .get_topic_attributes()
         .topic_arn(&stack.topic_arn)
@@ -986,5 +989,58 @@ async fn resources_of_another_pipeline_or_cluster_or_with_another_key_schema_are
             .map(|m| m.as_str()),
         Some("PAY_PER_REQUEST"),
         "a refused table's billing mode is not changed"
+    );
+}
+
+#[tokio::test]
+async fn observing_a_pipeline_that_does_not_exist_yet_writes_nothing_even_on_delete() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("adopt-observe").await;
+    let operator =
+        Operator::start(&testenv::moto().endpoint(), &ns, Duration::from_secs(3600)).await;
+    let api = pipelines(&ns).await;
+    create(
+        &api,
+        "parcels",
+        json!({"managementPolicy": "Observe", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let p = wait_for(&api, "parcels", "InSync=False", |p| {
+        reason(p, "InSync").as_deref() == Some("DriftDetected")
+    })
+    .await;
+    let drift = message(&p, "InSync").unwrap();
+    assert!(
+        drift.contains("missing KMS key alias/tracking-operator/"),
+        "{drift}"
+    );
+    // The parts after the missing keys have nothing to compare against: not a failure.
+    assert_eq!(reason(&p, "QueuesReady").as_deref(), Some("NotObservable"));
+    assert_eq!(reason(&p, "KeysReady").as_deref(), Some("Missing"));
+    assert!(reason(&p, "Stalled").is_none());
+    assert_eq!(
+        operator.calls.writes(),
+        0,
+        "{:?}",
+        operator.calls.write_operations()
+    );
+    api.delete("parcels", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&api, "parcels").await;
+    assert_eq!(
+        operator.calls.writes(),
+        0,
+        "{:?}",
+        operator.calls.write_operations()
+    );
+    let deployments: Api<Deployment> = Api::namespaced(kube.client().await, &ns);
+    assert!(
+        deployments
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     );
 }
