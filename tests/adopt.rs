@@ -1044,3 +1044,65 @@ async fn observing_a_pipeline_that_does_not_exist_yet_writes_nothing_even_on_del
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_adopted_queue_is_wired_to_its_dead_letter_queue_and_deleted_only_when_the_user_says_so()
+{
+    let kube = testenv::kube();
+    let ns = kube.namespace("adopt-wire").await;
+    let sdk = testenv::moto().sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let prefix = testenv::unique_name("Legacy");
+    // A queue and a DLQ nobody wired together, no tags, SQS defaults.
+    let (queue_url, queue_arn) = create_queue(&sqs, &format!("{prefix}-q"), &[]).await;
+    let (dlq_url, dlq_arn) = create_queue(&sqs, &format!("{prefix}-dlq"), &[]).await;
+    let _operator = moto_operator(&ns, Duration::from_secs(3600)).await;
+    let api = pipelines(&ns).await;
+    create(
+        &api,
+        "parcels",
+        json!({
+            "deletionPolicy": "Delete",
+            "adopt": {"queue": queue_url, "deadLetterQueue": dlq_url, "deletionPolicy": "Delete"},
+        }),
+    )
+    .await;
+    let p = wait_ready(&api, "parcels").await;
+    let status = p.status.clone().unwrap();
+    assert_eq!(
+        status.outputs.queue_arn.as_deref(),
+        Some(queue_arn.as_str())
+    );
+    assert_eq!(status.resources["queue"].origin, Origin::Adopted);
+    assert_eq!(status.resources["deadLetterQueue"].origin, Origin::Adopted);
+    assert_eq!(status.resources["table"].origin, Origin::Created);
+    let q = queue_attrs(&sqs, &queue_url).await;
+    let redrive: serde_json::Value =
+        serde_json::from_str(&q[&QueueAttributeName::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "3"
+    );
+    assert_eq!(q[&QueueAttributeName::VisibilityTimeout], "150");
+    let client = kube.client().await;
+    let events = event_reasons(&client, &p).await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, note)| r == "DriftRepaired" && note.contains("RedrivePolicy")),
+        "{events:?}"
+    );
+
+    // adopt.deletionPolicy Delete: the adopted queues go with the pipeline.
+    api.delete("parcels", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&api, "parcels").await;
+    for name in [format!("{prefix}-q"), format!("{prefix}-dlq")] {
+        assert!(
+            sqs.get_queue_url().queue_name(&name).send().await.is_err(),
+            "{name} still exists"
+        );
+    }
+}
