@@ -49,6 +49,15 @@ pub enum Error {
     #[error("{resource} already exists and is not owned by this pipeline: {reason}")]
     AwsConflict { resource: String, reason: String },
 
+    /// A resource named in `spec.adopt` cannot be taken over as it is (a key schema that
+    /// cannot change in place, a resource that does not exist); nothing was touched.
+    #[error("{resource} cannot be adopted: {attribute}: {message}")]
+    AdoptionRefused {
+        resource: String,
+        attribute: String,
+        message: String,
+    },
+
     /// An AWS part needs an identifier an earlier part has not produced yet.
     #[error("{part} needs {missing}, which is not known yet")]
     AwsDependency {
@@ -80,7 +89,7 @@ impl Error {
             Error::LeaseLost(_) => "lease",
             Error::ChildConflict { .. } => "conflict",
             Error::Aws { .. } | Error::AwsUnexpected { .. } | Error::AwsDependency { .. } => "aws",
-            Error::AwsConflict { .. } => "conflict",
+            Error::AwsConflict { .. } | Error::AdoptionRefused { .. } => "conflict",
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tracking_worker::redrive::{self as dlq, Filter, Ledger, Options, Report};
 
-use crate::api::{RedrivePhase, RedriveSpec, RedriveStatus, TrackingPipeline};
+use crate::api::{ManagementPolicy, RedrivePhase, RedriveSpec, RedriveStatus, TrackingPipeline};
 use crate::controller::Context;
 use crate::error::Result;
 
@@ -110,6 +110,10 @@ async fn tick(
         let (Some(uid), None) = (pipeline.uid(), &pipeline.metadata.deletion_timestamp) else {
             continue;
         };
+        // Observe writes nothing to AWS, and a redrive is a stream of writes.
+        if pipeline.spec.management_policy == ManagementPolicy::Observe {
+            continue;
+        }
         let spec = pipeline.spec.redrive.clone();
         let status = pipeline.status.as_ref().and_then(|s| s.redrive.as_ref());
         let (Some(spec), Next::Run) = (spec.clone(), next(spec.as_ref(), status)) else {

@@ -1,6 +1,7 @@
 //! The `TrackingPipeline` API (tracking-operator.io/v1alpha1): spec, status, CEL rules, and
 //! the CRD generated from them.
 
+mod adopt;
 mod duration;
 mod redrive;
 mod rules;
@@ -10,6 +11,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use adopt::{AdoptAlarms, AdoptSpec, ManagementPolicy, Origin, ResourceStatus, Resources};
 pub use duration::{PERIOD_PATTERN, Period};
 pub use redrive::{RedrivePhase, RedriveSpec, RedriveStatus};
 pub use spec::{

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::adopt::{AdoptSpec, ManagementPolicy};
 use super::duration::Period;
 use super::redrive::RedriveSpec;
 use super::rules::{at_least, immutable, in_range, period_in_range};
@@ -91,6 +92,18 @@ pub struct TrackingPipelineSpec {
     /// `requestId` (after the producer bug that sent them there is fixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redrive: Option<RedriveSpec>,
+
+    /// `Full` (default): the operator creates, converges and runs the worker. `Observe`:
+    /// it only reads, reports every difference from this spec (condition `InSync`, Event
+    /// `DriftDetected`), writes nothing to AWS and runs no worker. Switching to `Full`
+    /// converges the differences.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// Existing AWS resources to take over instead of creating new ones (for example the
+    /// original CDK stack's queue, table and keys; see docs/migration.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptSpec>,
 }
 
 impl Default for TrackingPipelineSpec {
@@ -106,6 +119,8 @@ impl Default for TrackingPipelineSpec {
             schedule: ScheduleSpec::default(),
             worker: WorkerSpec::default(),
             redrive: None,
+            management_policy: ManagementPolicy::default(),
+            adopt: None,
         }
     }
 }

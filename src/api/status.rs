@@ -23,6 +23,12 @@ pub struct TrackingPipelineStatus {
     #[serde(default)]
     pub outputs: Outputs,
 
+    /// Every AWS resource of the pipeline with whether the operator created it or adopted
+    /// it (`spec.adopt`), keyed by `queue`, `deadLetterQueue`, `table`, `queueKey`,
+    /// `tableKey`, `topic`, `schedule` and `alarm/<which>`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub resources: super::adopt::Resources,
+
     /// Depths of the main and dead-letter queues as SQS reported them on the last
     /// reconcile (read from the attributes the drift check fetches anyway, so they cost no
     /// extra call; refreshed every resync interval, approximate as SQS's counts are).
@@ -180,6 +186,9 @@ pub mod condition {
     /// Present only while a deletion is in progress: False with the AWS error code of every
     /// part whose cleanup failed (the finalizer stays until they are gone or retained).
     pub const DELETING: &str = "Deleting";
+    /// Whether AWS matches the spec. Written with `spec.managementPolicy: Observe` (False
+    /// with every difference named) and, once written, kept up to date in `Full`.
+    pub const IN_SYNC: &str = "InSync";
 }
 
 #[cfg(test)]

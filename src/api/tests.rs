@@ -289,3 +289,34 @@ fn crd_shape() {
         "CRD is {size} bytes; Argo CD's annotation limit is 256 KiB"
     );
 }
+
+#[test]
+fn adopt_names_are_checked_by_the_api_server() {
+    let good = json!({
+        "managementPolicy": "Observe",
+        "adopt": {
+            "queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/TapStack-TrackingQueue-AB12",
+            "deadLetterQueue": "TapStack-TrackingDLQ-CD34",
+            "table": "TapStack-TrackingAuditTable-EF56",
+            "queueKey": "alias/logistics-sqs-key",
+            "tableKey": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "topic": "arn:aws:sns:eu-west-1:123456789012:TapStack-AlertTopic-GH78",
+            "alarms": {"queueDepth": "TapStack-QueueDepthAlarm-1"},
+            "schedule": "tapstack-maintenance",
+            "deletionPolicy": "Delete"
+        }
+    });
+    assert_eq!(refusal(good), None);
+    for (field, value, message) in [
+        ("queue", "my queue.fifo", "spec.adopt.queue"),
+        ("queueKey", "logistics-sqs-key", "spec.adopt.queueKey"),
+        ("topic", "TapStack-AlertTopic", "spec.adopt.topic"),
+        ("table", "a", "spec.adopt.table"),
+    ] {
+        let refused = refusal(json!({"adopt": {field: value}}));
+        assert!(
+            refused.as_deref().is_some_and(|r| r.contains(message)),
+            "{field}={value}: {refused:?}"
+        );
+    }
+}

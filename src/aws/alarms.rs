@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic, Tag};
 use tracking_worker::contract::cloudwatch as contract;
 
+use super::adopt::{check_owner_or_adopt, refuse_missing, retained_on_delete};
 use super::desired::Desired;
 use super::error::{api, unexpected};
-use super::tags::{check_owner, describe, missing_tags};
+use super::tags::{describe, missing_tags};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "CloudWatch";
@@ -274,6 +275,12 @@ pub(super) async fn ensure(
     for alarm in desired_alarms(d, topic_arn) {
         let resource = format!("CloudWatch alarm {}", alarm.name);
         let Some(actual) = existing.get(&alarm.name) else {
+            refuse_missing(d, &alarm.name, &resource)?;
+            if d.observe {
+                // The alarm's absence is a difference, but nothing else depends on it.
+                report.created(resource);
+                continue;
+            }
             put_alarm(c, &alarm, Some(cw_tags(&d.tags))).await?;
             report.created(resource);
             continue;
@@ -282,14 +289,14 @@ pub(super) async fn ensure(
             .alarm_arn()
             .ok_or_else(|| unexpected(SVC, format!("{resource} has no ARN")))?;
         let tags = alarm_tags(c, arn).await?;
-        check_owner(&resource, &tags, &d.owner)?;
+        check_owner_or_adopt(d, &alarm.name, &resource, &tags)?;
         let mut repaired = alarm_drift(&alarm, actual);
-        if !repaired.is_empty() {
+        if !repaired.is_empty() && !d.observe {
             // Tags passed to PutMetricAlarm are ignored for an existing alarm.
             put_alarm(c, &alarm, None).await?;
         }
         let missing = missing_tags(&d.tags, &tags);
-        if !missing.is_empty() {
+        if !missing.is_empty() && !d.observe {
             c.cloudwatch
                 .tag_resource()
                 .resource_arn(arn)
@@ -297,8 +304,8 @@ pub(super) async fn ensure(
                 .send()
                 .await
                 .map_err(api(SVC, "TagResource"))?;
-            repaired.extend(describe(&missing));
         }
+        repaired.extend(describe(&missing));
         report.repaired(&resource, &repaired);
     }
     Ok(())
@@ -315,7 +322,11 @@ pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteRepor
         let Some(tags) = found(alarm_tags(c, arn).await)? else {
             continue;
         };
-        match check_owner(&resource, &tags, &d.owner) {
+        if let Some(why) = retained_on_delete(d, name, &resource) {
+            report.retained.push(why);
+            continue;
+        }
+        match check_owner_or_adopt(d, name, &resource, &tags) {
             Ok(()) => ours.push(name.clone()),
             Err(e) => report.retained.push(e.to_string()),
         }

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use tracking_worker::contract::cloudwatch;
 
+use super::adopt::{Adoption, adopt_names};
 use super::error::Error;
 use super::naming::Names;
 use super::tags::{Owner, desired_tags};
-use crate::api::{DeletionPolicy, Period, TrackingPipeline};
+use crate::api::{DeletionPolicy, ManagementPolicy, Period, TrackingPipeline};
 
 /// Operator-wide settings that shape the AWS side (from the command line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +35,10 @@ pub struct Desired {
     /// Permissions boundary for every IAM role we create (see [`Settings`]).
     pub permissions_boundary: Option<String>,
     pub delete_on_removal: bool,
+    /// `spec.managementPolicy: Observe`: read and compare, never write.
+    pub observe: bool,
+    /// The resources named in `spec.adopt` (their names replace ours in `names`).
+    pub adoption: Adoption,
     pub keys: Keys,
     pub queues: Queues,
     pub table: Table,
@@ -120,12 +125,20 @@ pub fn desired(pipeline: &TrackingPipeline, settings: &Settings) -> Result<Desir
     let spec = &pipeline.spec;
     let tags = desired_tags(&spec.tags, &spec.environment, &owner);
     let worker_role_arn = spec.worker.role_arn.clone().filter(|a| !a.is_empty());
+    let mut names = Names::new(&owner.namespace, &owner.name).for_cluster(
+        &owner.namespace,
+        &owner.name,
+        owner.cluster.as_deref(),
+    );
+    let adoption = spec
+        .adopt
+        .as_ref()
+        .map(|a| adopt_names(&mut names, a))
+        .unwrap_or_default();
     Ok(Desired {
-        names: Names::new(&owner.namespace, &owner.name).for_cluster(
-            &owner.namespace,
-            &owner.name,
-            owner.cluster.as_deref(),
-        ),
+        names,
+        observe: spec.management_policy == ManagementPolicy::Observe,
+        adoption,
         tags,
         permissions_boundary: settings
             .permissions_boundary

@@ -13,9 +13,12 @@ use aws_sdk_dynamodb::types::{
     TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
+use super::adopt::{
+    check_owner_or_adopt, key_schema_problems, observe_missing, refuse_missing, retained_on_delete,
+};
 use super::desired::{Desired, Table};
 use super::error::{api, unexpected};
-use super::tags::{check_owner, describe, missing_tags};
+use super::tags::{describe, missing_tags};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "DynamoDB";
@@ -189,6 +192,11 @@ pub(super) async fn ensure(
     let resource = format!("DynamoDB table {name}");
     let mut repaired = Vec::new();
     let (table, fresh) = match describe_table(c, name).await? {
+        None if d.observe || d.adoption.contains(name) => {
+            refuse_missing(d, name, &resource)?;
+            observe_missing(report, &resource);
+            return Ok(());
+        }
         None => {
             let mut create = c
                 .dynamodb
@@ -214,7 +222,21 @@ pub(super) async fn ensure(
                 .ok_or_else(|| unexpected(SVC, "CreateTable returned no table description"))?;
             (table, true)
         }
-        Some(table) => (table, false),
+        Some(table) => {
+            if d.adoption.contains(name)
+                && let Some(problem) = key_schema_problems(&table).into_iter().next()
+            {
+                // A key schema is fixed at creation: only a new table (and a copy of every
+                // item) could change it, which adoption never does.
+                let (attribute, message) = problem.split_once(": ").unwrap_or(("KeySchema", ""));
+                return Err(crate::error::Error::AdoptionRefused {
+                    resource,
+                    attribute: attribute.to_string(),
+                    message: message.to_string(),
+                });
+            }
+            (table, false)
+        }
     };
     let arn = table
         .table_arn()
@@ -244,11 +266,11 @@ pub(super) async fn ensure(
             );
             return Ok(());
         }
-        check_owner(&resource, &tags, &d.owner)?;
+        check_owner_or_adopt(d, name, &resource, &tags)?;
         out.table_name = Some(name.clone());
         out.table_arn = Some(arn.clone());
         let missing = missing_tags(&d.tags, &tags);
-        if !missing.is_empty() {
+        if !missing.is_empty() && !d.observe {
             c.dynamodb
                 .tag_resource()
                 .resource_arn(&arn)
@@ -256,8 +278,8 @@ pub(super) async fn ensure(
                 .send()
                 .await
                 .map_err(api(SVC, "TagResource"))?;
-            repaired.extend(describe(&missing));
         }
+        repaired.extend(describe(&missing));
     }
     // PITR, TTL and table updates need an ACTIVE table.
     if table.table_status() != Some(&TableStatus::Active) {
@@ -291,6 +313,9 @@ async fn repair_table(
     let drift = table_drift(&d.table, key_arn, table);
     if drift == TableDrift::default() {
         return Ok(Vec::new());
+    }
+    if d.observe {
+        return Ok(drift.attributes());
     }
     if drift.billing_mode || drift.deletion_protection || drift.encryption {
         let mut update = c.dynamodb.update_table().table_name(name);
@@ -385,7 +410,9 @@ async fn ensure_pitr_and_ttl(
         .and_then(|b| b.point_in_time_recovery_description())
         .and_then(|p| p.point_in_time_recovery_status())
         .is_some_and(|s| *s == PointInTimeRecoveryStatus::Enabled);
-    if pitr != d.table.point_in_time_recovery {
+    if pitr != d.table.point_in_time_recovery && d.observe {
+        changed.push("PointInTimeRecovery".to_string());
+    } else if pitr != d.table.point_in_time_recovery {
         let updated = c
             .dynamodb
             .update_continuous_backups()
@@ -423,7 +450,9 @@ async fn ensure_pitr_and_ttl(
             Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
         ) && t.attribute_name() == Some(TTL_ATTRIBUTE)
     });
-    if !ttl_ok {
+    if !ttl_ok && d.observe {
+        changed.push("TimeToLive".to_string());
+    } else if !ttl_ok {
         c.dynamodb
             .update_time_to_live()
             .table_name(name)
@@ -455,6 +484,10 @@ pub(super) async fn delete(
 ) -> Result<Deleted> {
     let name = &d.names.table;
     let resource = format!("DynamoDB table {name}");
+    if let Some(why) = retained_on_delete(d, name, &resource) {
+        report.retained.push(why);
+        return Ok(Deleted::Kept);
+    }
     let Some(table) = describe_table(c, name).await? else {
         return Ok(Deleted::Gone);
     };
@@ -464,7 +497,7 @@ pub(super) async fn delete(
     let Some(tags) = found(table_tags(c, arn).await)? else {
         return Ok(Deleted::Gone);
     };
-    if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+    if let Err(e) = check_owner_or_adopt(d, name, &resource, &tags) {
         // Someone else's table is not encrypted with our key: ours can go.
         report.retained.push(e.to_string());
         return Ok(Deleted::Gone);

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
+use super::adopt::observe_missing;
 use super::arn::oidc_issuer;
 use super::desired::Desired;
 use super::error::{Error, api, unexpected};
@@ -53,13 +54,14 @@ async fn role_tags(c: &AwsClients, name: &str) -> Result<BTreeMap<String, String
 }
 
 /// Ensures the role; returns its ARN and whether it was created now (IAM is eventually
-/// consistent, so a new role may not be assumable for a few seconds).
+/// consistent, so a new role may not be assumable for a few seconds). `None`: observing a
+/// role that does not exist.
 pub(super) async fn ensure_role(
     c: &AwsClients,
     d: &Desired,
     r: &RoleDesired<'_>,
     report: &mut PartReport,
-) -> Result<(String, bool)> {
+) -> Result<Option<(String, bool)>> {
     let resource = format!("IAM role {}", r.name);
     let existing = found(
         c.iam
@@ -70,6 +72,10 @@ pub(super) async fn ensure_role(
             .map_err(api(SVC, "GetRole")),
     )?
     .and_then(|o| o.role);
+    if existing.is_none() && d.observe {
+        observe_missing(report, &resource);
+        return Ok(None);
+    }
     let Some(role) = existing else {
         let created = c
             .iam
@@ -88,7 +94,7 @@ pub(super) async fn ensure_role(
             .ok_or_else(|| unexpected(SVC, "CreateRole returned no role"))?;
         put_policy(c, r).await?;
         report.created(resource);
-        return Ok((arn, true));
+        return Ok(Some((arn, true)));
     };
 
     // GetRole includes the tags; ask separately only when it did not.
@@ -107,6 +113,7 @@ pub(super) async fn ensure_role(
         .and_then(|b| b.permissions_boundary_arn());
     if let Some(wanted) = &d.permissions_boundary
         && boundary != Some(wanted.as_str())
+        && !d.observe
     {
         c.iam
             .put_role_permissions_boundary()
@@ -117,10 +124,12 @@ pub(super) async fn ensure_role(
             .map_err(api(SVC, "PutRolePermissionsBoundary"))?;
         repaired.push("PermissionsBoundary".to_string());
     }
-    if !role
+    let trust_differs = !role
         .assume_role_policy_document()
-        .is_some_and(|p| same_policy(p, &r.trust))
-    {
+        .is_some_and(|p| same_policy(p, &r.trust));
+    if trust_differs && d.observe {
+        repaired.push("AssumeRolePolicyDocument".to_string());
+    } else if trust_differs {
         c.iam
             .update_assume_role_policy()
             .role_name(r.name)
@@ -140,11 +149,13 @@ pub(super) async fn ensure_role(
             .map_err(api(SVC, "GetRolePolicy")),
     )?;
     if !policy.is_some_and(|p| same_policy(&p.policy_document, &r.policy)) {
-        put_policy(c, r).await?;
+        if !d.observe {
+            put_policy(c, r).await?;
+        }
         repaired.push(format!("inline policy {INLINE_POLICY}"));
     }
     let missing = missing_tags(&d.tags, &tags);
-    if !missing.is_empty() {
+    if !missing.is_empty() && !d.observe {
         c.iam
             .tag_role()
             .role_name(r.name)
@@ -152,10 +163,10 @@ pub(super) async fn ensure_role(
             .send()
             .await
             .map_err(api(SVC, "TagRole"))?;
-        repaired.extend(describe(&missing));
     }
+    repaired.extend(describe(&missing));
     report.repaired(&resource, &repaired);
-    Ok((role.arn, false))
+    Ok(Some((role.arn, false)))
 }
 
 async fn put_policy(c: &AwsClients, r: &RoleDesired<'_>) -> Result<()> {
@@ -288,7 +299,9 @@ pub(super) async fn ensure_worker(
         ),
         policy,
     };
-    let (arn, _) = ensure_role(c, d, &role, report).await?;
+    let Some((arn, _)) = ensure_role(c, d, &role, report).await? else {
+        return Ok(());
+    };
     out.worker_role_arn = Some(arn);
     Ok(())
 }

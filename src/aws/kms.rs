@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::types::{KeyMetadata, KeyState, Tag};
 use serde_json::Value;
 
+use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retained_on_delete};
 use super::arn::Account;
 use super::desired::Desired;
 use super::error::{api, unexpected};
@@ -88,11 +89,19 @@ async fn ensure_key(
                 .filter(|m| m.key_state() != Some(&KeyState::PendingDeletion));
         }
     }
-    if meta.is_none() {
+    let adopted = d.adoption.contains(k.alias);
+    if meta.is_none() && !adopted {
         // A key created by a pass that died before its alias existed (or before the status
         // was written): take it rather than creating a second one.
         // The alias is created below, as for a key whose alias was removed.
         meta = find_orphan(c, d, k).await?;
+    }
+    if meta.is_none() {
+        refuse_missing(d, k.alias, &resource)?;
+        if d.observe {
+            observe_missing(report, &resource);
+            return Ok(());
+        }
     }
     let Some(meta) = meta else {
         let created = c
@@ -153,11 +162,15 @@ async fn ensure_key(
         .iter()
         .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
         .collect();
-    check_owner(&resource, &actual_tags, &d.owner)?;
+    check_owner_or_adopt(d, k.alias, &resource, &actual_tags)?;
     *slot = Some(arn_of(&meta)?);
 
     let mut repaired = Vec::new();
-    if alias_missing {
+    // Adopted by ARN: the user's key has whatever aliases it has; none is ours to make.
+    let alias_missing = alias_missing && k.alias.starts_with("alias/");
+    if alias_missing && d.observe {
+        repaired.push("alias".to_string());
+    } else if alias_missing {
         c.kms
             .create_alias()
             .alias_name(k.alias)
@@ -168,6 +181,17 @@ async fn ensure_key(
         repaired.push("alias".to_string());
     }
     match meta.key_state() {
+        Some(KeyState::PendingDeletion | KeyState::Disabled) if d.observe => {
+            repaired.push("Enabled".into());
+        }
+        Some(KeyState::PendingDeletion) if adopted => {
+            // Someone scheduled the user's key for deletion: that is theirs to undo.
+            return Err(crate::error::Error::AdoptionRefused {
+                resource,
+                attribute: "KeyState".into(),
+                message: "the key is pending deletion; cancel its deletion first".into(),
+            });
+        }
         Some(KeyState::PendingDeletion) => {
             // Our own key scheduled for deletion by an earlier Delete: take it back.
             c.kms
@@ -194,7 +218,9 @@ async fn ensure_key(
         .await
         .map_err(api(SVC, "GetKeyRotationStatus"))?
         .key_rotation_enabled();
-    if rotation != d.keys.rotation {
+    if rotation != d.keys.rotation && d.observe {
+        repaired.push("KeyRotationEnabled".into());
+    } else if rotation != d.keys.rotation {
         if d.keys.rotation {
             c.kms
                 .enable_key_rotation()
@@ -222,19 +248,21 @@ async fn ensure_key(
         .await
         .map_err(api(SVC, "GetKeyPolicy"))?;
     if !policy.policy().is_some_and(|p| same_policy(p, &k.policy)) {
-        c.kms
-            .put_key_policy()
-            .key_id(&key_id)
-            .policy_name("default")
-            .policy(k.policy.to_string())
-            .send()
-            .await
-            .map_err(api(SVC, "PutKeyPolicy"))?;
+        if !d.observe {
+            c.kms
+                .put_key_policy()
+                .key_id(&key_id)
+                .policy_name("default")
+                .policy(k.policy.to_string())
+                .send()
+                .await
+                .map_err(api(SVC, "PutKeyPolicy"))?;
+        }
         repaired.push("KeyPolicy".into());
     }
 
     let missing = missing_tags(&d.tags, &actual_tags);
-    if !missing.is_empty() {
+    if !missing.is_empty() && !d.observe {
         c.kms
             .tag_resource()
             .key_id(&key_id)
@@ -242,8 +270,8 @@ async fn ensure_key(
             .send()
             .await
             .map_err(api(SVC, "TagResource"))?;
-        repaired.extend(describe(&missing));
     }
+    repaired.extend(describe(&missing));
     report.repaired(&resource, &repaired);
     Ok(())
 }
@@ -378,6 +406,10 @@ pub(super) async fn delete(
     ];
     for (alias, known_arn, kept_because) in keys {
         let resource = format!("KMS key {alias}");
+        if let Some(why) = retained_on_delete(d, alias, &resource) {
+            report.retained.push(why);
+            continue;
+        }
         if let Some(why) = kept_because {
             report
                 .retained
@@ -408,7 +440,7 @@ pub(super) async fn delete(
             report.retained.push(e.to_string());
             continue;
         }
-        if by_alias.is_some() {
+        if by_alias.is_some() && alias.starts_with("alias/") {
             found(
                 c.kms
                     .delete_alias()

@@ -8,6 +8,7 @@
 //! resource carries ownership tags; one with our name but another owner is a conflict and is
 //! never touched. Every call is counted by service/operation/outcome ([`calls`]).
 
+pub mod adopt;
 pub mod calls;
 pub mod desired;
 pub mod error;

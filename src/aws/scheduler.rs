@@ -7,6 +7,7 @@ use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
 use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
 use tracking_worker::contract::MAINTENANCE_MESSAGE_BODY;
 
+use super::adopt::{observe_missing, refuse_missing, retained_on_delete};
 use super::desired::Desired;
 use super::error::{Error, api, unexpected};
 use super::iam::{RoleDesired, delete_role, ensure_role};
@@ -127,7 +128,11 @@ pub(super) async fn ensure(
         trust: scheduler_trust(&account),
         policy: scheduler_policy(&queue_arn, &key_arn),
     };
-    let (role_arn, role_is_new) = ensure_role(c, d, &role_desired, report).await?;
+    let Some((role_arn, role_is_new)) = ensure_role(c, d, &role_desired, report).await? else {
+        // Observing: without the role the schedule's target cannot be compared; its
+        // existence still can.
+        return observe_schedule_exists(c, d, report).await;
+    };
     out.schedule_role_arn = Some(role_arn.clone());
 
     let desired = desired_schedule(d, &queue_arn, &role_arn);
@@ -141,6 +146,11 @@ pub(super) async fn ensure(
             .map_err(api(SVC, "GetSchedule")),
     )?;
     let result = match &existing {
+        None if d.observe || d.adoption.contains(&desired.name) => {
+            refuse_missing(d, &desired.name, &resource)?;
+            observe_missing(report, &resource);
+            return Ok(());
+        }
         None => c
             .scheduler
             .create_schedule()
@@ -156,7 +166,12 @@ pub(super) async fn ensure(
             .map(|o| Some(o.schedule_arn))
             .map_err(api(SVC, "CreateSchedule")),
         Some(actual) => {
-            if !owned_by(actual.description(), &d.owner) {
+            // An adopted schedule gets our description (its ownership mark) with the update.
+            let adoptable = d.adoption.contains(&desired.name)
+                && !actual
+                    .description()
+                    .is_some_and(|t| t.starts_with(MARKER_PREFIX));
+            if !adoptable && !owned_by(actual.description(), &d.owner) {
                 return Err(Error::AwsConflict {
                     resource,
                     reason: format!(
@@ -168,7 +183,7 @@ pub(super) async fn ensure(
             }
             let drift = schedule_drift(&desired, actual);
             report.repaired(&resource, &drift);
-            if drift.is_empty() {
+            if drift.is_empty() || d.observe {
                 Ok(None)
             } else {
                 // UpdateSchedule replaces the whole definition.
@@ -210,9 +225,43 @@ pub(super) async fn ensure(
     Ok(())
 }
 
+/// Observe-only without the scheduler role: report only whether the schedule exists.
+async fn observe_schedule_exists(
+    c: &AwsClients,
+    d: &Desired,
+    report: &mut PartReport,
+) -> Result<()> {
+    let name = &d.names.schedule;
+    let existing = found(
+        c.scheduler
+            .get_schedule()
+            .name(name)
+            .send()
+            .await
+            .map_err(api(SVC, "GetSchedule")),
+    )?;
+    if existing.is_none() {
+        refuse_missing(d, name, &format!("EventBridge schedule {name}"))?;
+        observe_missing(report, &format!("EventBridge schedule {name}"));
+    }
+    Ok(())
+}
+
+/// How every schedule the operator owns describes itself (see [`Owner::marker`]).
+const MARKER_PREFIX: &str = "Managed by tracking-operator";
+
 pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {
     let name = &d.names.schedule;
     let resource = format!("EventBridge schedule {name}");
+    if let Some(why) = retained_on_delete(d, name, &resource) {
+        report.retained.push(why);
+        // The schedule keeps working after the pipeline is gone only with its role.
+        report.retained.push(format!(
+            "IAM role {}: the retained schedule assumes it",
+            d.names.scheduler_role
+        ));
+        return Ok(());
+    }
     let existing = found(
         c.scheduler
             .get_schedule()

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_sns::types::{Subscription, Tag};
 
+use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retained_on_delete};
 use super::desired::Desired;
 use super::error::{api, unexpected};
-use super::tags::{check_owner, describe, missing_tags};
+use super::tags::{describe, missing_tags};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "SNS";
@@ -83,6 +84,11 @@ pub(super) async fn ensure(
     let resource = format!("SNS topic {}", d.names.topic);
     let desired = topic_attributes(d, &key_arn);
     match topic_attributes_of(c, &arn).await? {
+        None if d.observe || d.adoption.contains(&d.names.topic) => {
+            refuse_missing(d, &d.names.topic, &resource)?;
+            observe_missing(report, &resource);
+            return Ok(());
+        }
         None => {
             let created = c
                 .sns
@@ -102,10 +108,12 @@ pub(super) async fn ensure(
         Some(actual) => {
             out.alert_topic_arn = Some(arn.clone());
             let tags = topic_tags(c, &arn).await?;
-            check_owner(&resource, &tags, &d.owner)?;
+            check_owner_or_adopt(d, &d.names.topic, &resource, &tags)?;
             let mut repaired = Vec::new();
             for (name, value) in &desired {
-                if actual.get(name) != Some(value) {
+                if actual.get(name) != Some(value) && d.observe {
+                    repaired.push(name.clone());
+                } else if actual.get(name) != Some(value) {
                     // SNS sets one attribute per call.
                     c.sns
                         .set_topic_attributes()
@@ -119,7 +127,7 @@ pub(super) async fn ensure(
                 }
             }
             let missing = missing_tags(&d.tags, &tags);
-            if !missing.is_empty() {
+            if !missing.is_empty() && !d.observe {
                 c.sns
                     .tag_resource()
                     .resource_arn(&arn)
@@ -127,8 +135,8 @@ pub(super) async fn ensure(
                     .send()
                     .await
                     .map_err(api(SVC, "TagResource"))?;
-                repaired.extend(describe(&missing));
             }
+            repaired.extend(describe(&missing));
             report.repaired(&resource, &repaired);
         }
     }
@@ -247,7 +255,12 @@ async fn ensure_subscription(
     let email = d.alerts.email.as_deref();
     let mut removed = Vec::new();
     for s in stale_subscriptions(&existing, out.alert_email.as_deref(), email) {
-        if let Some(sub_arn) = s.subscription_arn() {
+        if d.observe {
+            removed.push(format!(
+                "subscription {} to remove",
+                s.endpoint().unwrap_or("?")
+            ));
+        } else if let Some(sub_arn) = s.subscription_arn() {
             found(
                 c.sns
                     .unsubscribe()
@@ -272,6 +285,10 @@ async fn ensure_subscription(
         .find(|s| s.protocol() == Some("email") && s.endpoint() == Some(email));
     let state = match current.and_then(Subscription::subscription_arn) {
         Some(listed) => listed_state(listed),
+        None if d.observe => {
+            observe_missing(report, &format!("SNS e-mail subscription {email}"));
+            return Ok(None);
+        }
         None => {
             let created = c
                 .sns
@@ -305,13 +322,17 @@ async fn ensure_subscription(
 pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {
     let arn = c.account().await?.sns_topic(&d.names.topic);
     let resource = format!("SNS topic {}", d.names.topic);
+    if let Some(why) = retained_on_delete(d, &d.names.topic, &resource) {
+        report.retained.push(why);
+        return Ok(());
+    }
     if topic_attributes_of(c, &arn).await?.is_none() {
         return Ok(());
     }
     let Some(tags) = found(topic_tags(c, &arn).await)? else {
         return Ok(());
     };
-    if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+    if let Err(e) = check_owner_or_adopt(d, &d.names.topic, &resource, &tags) {
         report.retained.push(e.to_string());
         return Ok(());
     }

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
+use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retained_on_delete};
 use super::desired::{Desired, Queues};
 use super::error::{api, unexpected};
-use super::tags::{check_owner, describe, missing_tags};
+use super::tags::{describe, missing_tags};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 use crate::api::QueueStatus;
 
@@ -103,12 +104,19 @@ pub(super) async fn ensure(
 ) -> Result<()> {
     let key = need(&out.queue_key_arn, "Queues", "the SQS key ARN")?.to_string();
     let dlq_attrs = dead_letter_attributes(&d.queues, &key);
-    let (url, arn, dlq_actual) =
-        ensure_queue(c, d, &d.names.dead_letter_queue, &dlq_attrs, report).await?;
+    let Some((url, arn, dlq_actual)) =
+        ensure_queue(c, d, &d.names.dead_letter_queue, &dlq_attrs, report).await?
+    else {
+        return Ok(());
+    };
     out.dead_letter_queue_url = Some(url);
     out.dead_letter_queue_arn = Some(arn.clone());
+    // An adopted queue whose redrive points elsewhere (or nowhere) is wired to this DLQ by
+    // the RedrivePolicy comparison below, like any other drift.
     let attrs = queue_attributes(&d.queues, &key, &arn);
-    let (url, arn, actual) = ensure_queue(c, d, &d.names.queue, &attrs, report).await?;
+    let Some((url, arn, actual)) = ensure_queue(c, d, &d.names.queue, &attrs, report).await? else {
+        return Ok(());
+    };
     out.queue_url = Some(url);
     out.queue_arn = Some(arn);
     // The depths come with the attributes read for the drift check: no extra call.
@@ -163,17 +171,23 @@ fn to_sdk(attrs: &BTreeMap<String, String>) -> HashMap<QueueAttributeName, Strin
         .collect()
 }
 
-/// Returns the queue's URL, ARN and attributes as read.
+/// Returns the queue's URL, ARN and attributes as read; `None` when observing a queue
+/// that does not exist.
 async fn ensure_queue(
     c: &AwsClients,
     d: &Desired,
     name: &str,
     desired: &BTreeMap<String, String>,
     report: &mut PartReport,
-) -> Result<(String, String, BTreeMap<String, String>)> {
+) -> Result<Option<(String, String, BTreeMap<String, String>)>> {
     let resource = format!("SQS queue {name}");
     let (url, actual) = match queue_url(c, name).await? {
         None => {
+            refuse_missing(d, name, &resource)?;
+            if d.observe {
+                observe_missing(report, &resource);
+                return Ok(None);
+            }
             let created = c
                 .sqs
                 .create_queue()
@@ -192,11 +206,19 @@ async fn ensure_queue(
         }
         Some(url) => {
             let tags = queue_tags(c, &url).await?;
-            check_owner(&resource, &tags, &d.owner)?;
+            check_owner_or_adopt(d, name, &resource, &tags)?;
             let actual = attributes(c, &url).await?;
+            if d.adoption.contains(name) && actual.get("FifoQueue").is_some_and(|v| v == "true") {
+                // A FIFO queue cannot become standard in place.
+                return Err(crate::error::Error::AdoptionRefused {
+                    resource,
+                    attribute: "FifoQueue".into(),
+                    message: "a FIFO queue cannot be changed into a standard queue in place".into(),
+                });
+            }
             let diff = diff_attributes(desired, &actual);
             let mut repaired: Vec<String> = diff.keys().cloned().collect();
-            if !diff.is_empty() {
+            if !diff.is_empty() && !d.observe {
                 c.sqs
                     .set_queue_attributes()
                     .queue_url(&url)
@@ -206,7 +228,7 @@ async fn ensure_queue(
                     .map_err(api(SVC, "SetQueueAttributes"))?;
             }
             let missing = missing_tags(&d.tags, &tags);
-            if !missing.is_empty() {
+            if !missing.is_empty() && !d.observe {
                 c.sqs
                     .tag_queue()
                     .queue_url(&url)
@@ -214,8 +236,8 @@ async fn ensure_queue(
                     .send()
                     .await
                     .map_err(api(SVC, "TagQueue"))?;
-                repaired.extend(describe(&missing));
             }
+            repaired.extend(describe(&missing));
             report.repaired(&resource, &repaired);
             (url, actual)
         }
@@ -224,7 +246,7 @@ async fn ensure_queue(
         .get("QueueArn")
         .cloned()
         .ok_or_else(|| unexpected(SVC, format!("{resource} has no QueueArn attribute")))?;
-    Ok((url, arn, actual))
+    Ok(Some((url, arn, actual)))
 }
 
 pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteReport) -> Result<()> {
@@ -236,7 +258,11 @@ pub(super) async fn delete(c: &AwsClients, d: &Desired, report: &mut DeleteRepor
         let Some(tags) = found(queue_tags(c, &url).await)? else {
             continue;
         };
-        if let Err(e) = check_owner(&resource, &tags, &d.owner) {
+        if let Some(why) = retained_on_delete(d, name, &resource) {
+            report.retained.push(why);
+            continue;
+        }
+        if let Err(e) = check_owner_or_adopt(d, name, &resource, &tags) {
             report.retained.push(e.to_string());
             continue;
         }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::conditions::{self, FALSE, UNKNOWN};
+use super::observe;
 use super::outcome::{self, Next, Stamp};
 use crate::api::{Outputs, TrackingPipeline, TrackingPipelineStatus, condition};
 use crate::aws::{self, Part, PartReport, Readiness};
@@ -117,6 +118,8 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     // The first failure, returned after the parts that do not need the failed ones ran.
     let mut failure: Option<crate::error::Error> = None;
     let mut failed: Vec<Part> = Vec::new();
+    // Observing: the differences every part found, for InSync.
+    let mut drift: Vec<String> = Vec::new();
     for part in Part::ALL {
         if part.needs().iter().any(|p| failed.contains(p)) {
             failed.push(part);
@@ -126,14 +129,37 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         let result = aws::ensure(&ctx.aws, &desired, part, &mut outputs).await;
         status.current.outputs = outputs;
         let result = match (part, result) {
+            // Observing creates no worker: its ServiceAccount, ConfigMap and Deployment wait
+            // for managementPolicy Full.
+            (Part::WorkerIdentity, Ok(mut report)) if desired.observe && report.is_ready() => {
+                report.not_ready(
+                    observe::OBSERVING,
+                    "managementPolicy Observe: no worker runs",
+                );
+                Ok(report)
+            }
             (Part::WorkerIdentity, Ok(report)) if report.is_ready() => {
                 apply_children(&pipeline, ctx, &mut status.current, report).await
+            }
+            // Observing: a resource an earlier part found missing leaves this part nothing
+            // to compare against; that is a finding, not a failure.
+            (_, Err(crate::error::Error::AwsDependency { missing, .. })) if desired.observe => {
+                let mut report = PartReport::default();
+                report.not_ready(
+                    "NotObservable",
+                    format!("{missing} is not known: an earlier part's resource is missing"),
+                );
+                Ok(report)
             }
             (_, result) => result,
         };
         match result {
             Ok(report) => {
-                announce(&pipeline, ctx, &report).await;
+                if desired.observe {
+                    drift.extend(observe::differences(&report));
+                } else {
+                    announce(&pipeline, ctx, &report).await;
+                }
                 if let Some(queue) = &report.queue {
                     status.current.queue = Some(queue.clone());
                 }
@@ -147,6 +173,10 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
                 );
                 if outcome::blocks_ready(part, &report.readiness, &pipeline.spec.alerts) {
                     not_ready = not_ready.or(this);
+                } else if this
+                    .as_ref()
+                    .is_some_and(|(reason, _)| reason == observe::OBSERVING)
+                {
                 } else if this
                     .as_ref()
                     .is_some_and(|(reason, _)| reason == k8s::WORKER_STARTING)
@@ -184,6 +214,24 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
         return Err(err);
     }
 
+    status.current.resources = aws::adopt::resources(&desired, &status.current.outputs);
+    if let Some(message) =
+        observe::set_in_sync(&mut status.current, &stamp(), desired.observe, &drift)
+    {
+        // A transition to False is announced by `finish`; a changed list only here.
+        let was_false = conditions::get(&status.original.conditions, condition::IN_SYNC)
+            .is_some_and(|c| c.status == FALSE);
+        if was_false {
+            ctx.publish(
+                &pipeline,
+                EventType::Warning,
+                observe::DRIFT_DETECTED,
+                "Observe",
+                &message,
+            )
+            .await;
+        }
+    }
     let next = outcome::conclude(&mut status.current, &stamp(), not_ready.as_ref());
     finish(&pipeline, ctx, &mut status).await?;
     ctx.reset_failures(&pipeline);

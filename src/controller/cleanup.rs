@@ -19,15 +19,21 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::conditions::{self, FALSE, Wanted};
-use crate::api::{DeletionPolicy, TrackingPipeline, condition};
+use crate::api::{DeletionPolicy, ManagementPolicy, TrackingPipeline, condition};
 use crate::aws;
 use crate::error::{Error, Result};
 use crate::k8s;
 
 pub async fn cleanup(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Action> {
-    if pipeline.spec.deletion_policy == DeletionPolicy::Retain {
+    // Observing never writes to AWS, not even on the way out.
+    let observing = pipeline.spec.management_policy == ManagementPolicy::Observe;
+    if pipeline.spec.deletion_policy == DeletionPolicy::Retain || observing {
         ctx.reset_failures(&pipeline);
-        let note = "deletionPolicy Retain: every AWS resource of this pipeline is left in place";
+        let note = if observing {
+            "managementPolicy Observe: every AWS resource is left in place"
+        } else {
+            "deletionPolicy Retain: every AWS resource of this pipeline is left in place"
+        };
         info!("{note}");
         ctx.publish(&pipeline, EventType::Normal, "Retained", "Delete", note)
             .await;

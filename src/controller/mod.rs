@@ -10,6 +10,7 @@ mod cleanup;
 pub mod conditions;
 pub mod leader;
 pub mod liveness;
+mod observe;
 mod outcome;
 
 use std::collections::{HashMap, HashSet};

@@ -131,7 +131,7 @@ pub fn blocks_ready(part: Part, readiness: &Readiness, alerts: &AlertsSpec) -> b
         // Pods still starting: the pipeline works (messages wait in the queue); only a
         // worker that stays unavailable past the grace period holds Ready back.
         Readiness::NotReady { reason, .. } if part == Part::WorkerIdentity => {
-            reason != crate::k8s::WORKER_STARTING
+            reason != crate::k8s::WORKER_STARTING && reason != super::observe::OBSERVING
         }
         _ => true,
     }
@@ -142,11 +142,18 @@ pub const PENDING_CONFIRMATION: &str = "PendingConfirmation";
 
 /// Someone else's resource holds our name (in AWS or in the cluster): a human must act.
 pub fn is_conflict(err: &Error) -> bool {
-    err.is_conflict() || matches!(err, Error::ChildConflict { .. })
+    err.is_conflict()
+        || matches!(
+            err,
+            Error::ChildConflict { .. } | Error::AdoptionRefused { .. }
+        )
 }
 
 /// How a part's failure reads in its condition: the AWS error code first.
 pub fn failure_reason(err: &Error) -> (&'static str, String) {
+    if matches!(err, Error::AdoptionRefused { .. }) {
+        return ("AdoptionRefused", err.to_string());
+    }
     if is_conflict(err) {
         return ("Conflict", err.to_string());
     }
