@@ -5,10 +5,12 @@
 //! receive → send → delete loop ([`tracking_worker::redrive::redrive_copy`]).
 //!
 //! That loop keeps a move ledger synced to disk at every step, so a redrive interrupted by a
-//! restart resumes without sending anything twice; the ledger lives under `--state-dir` (an
-//! `emptyDir` in the chart, which survives container restarts). A leader change to another
-//! Pod loses the ledger: the new leader's run repeats at most the one message whose send was
-//! in flight, and the worker's idempotent write absorbs that copy. Only the leader runs it.
+//! restart resumes without sending anything twice, and a later request leaves the poison that
+//! came back in the DLQ; the ledger lives under `--state-dir` (an `emptyDir` in the chart,
+//! which survives container restarts). A leader change to another Pod loses the ledger: the
+//! new leader's run repeats at most the one message whose send was in flight (the worker's
+//! idempotent write absorbs that copy), and returned poison makes one more round trip before
+//! it is back in the DLQ with its reason. Only the leader runs it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,9 +63,11 @@ pub fn next(spec: Option<&RedriveSpec>, status: Option<&RedriveStatus>) -> Next 
     }
 }
 
-/// The ledger of one request of one pipeline.
-pub fn ledger_path(state_dir: &Path, uid: &str, request_id: &str) -> PathBuf {
-    let hash = hex::encode(&Sha256::digest(format!("{uid}/{request_id}"))[..8]);
+/// The ledger of one pipeline, shared by its requests (as `trackctl` keeps one per DLQ): it
+/// also knows which messages an earlier request already moved, so that poison which came
+/// back stays in the DLQ unless `includeReturned` says otherwise.
+pub fn ledger_path(state_dir: &Path, uid: &str) -> PathBuf {
+    let hash = hex::encode(&Sha256::digest(uid)[..8]);
     state_dir.join(format!("redrive-{hash}.jsonl"))
 }
 
@@ -123,7 +127,7 @@ async fn tick(
         if tasks.contains_key(&key) {
             continue;
         }
-        let ledger = ledger_path(state_dir, &uid, &spec.request_id);
+        let ledger = ledger_path(state_dir, &uid);
         let ctx = ctx.clone();
         tasks.insert(
             key,
@@ -341,10 +345,9 @@ mod tests {
     }
 
     #[test]
-    fn a_request_keeps_its_ledger_and_another_gets_a_new_one() {
+    fn each_pipeline_has_its_own_ledger() {
         let dir = Path::new("/state");
-        assert_eq!(ledger_path(dir, "u1", "a"), ledger_path(dir, "u1", "a"));
-        assert_ne!(ledger_path(dir, "u1", "a"), ledger_path(dir, "u1", "b"));
-        assert_ne!(ledger_path(dir, "u1", "a"), ledger_path(dir, "u2", "a"));
+        assert_eq!(ledger_path(dir, "u1"), ledger_path(dir, "u1"));
+        assert_ne!(ledger_path(dir, "u1"), ledger_path(dir, "u2"));
     }
 }

@@ -31,6 +31,10 @@ async fn bad_specs_are_refused_naming_the_field() {
             "spec.queue.visibilityTimeoutSeconds",
         ),
         (
+            json!({"queue": {"visibilityTimeoutSeconds": 29}}),
+            "spec.queue.visibilityTimeoutSeconds must be between 30",
+        ),
+        (
             json!({"queue": {"retentionPeriod": "30s"}}),
             "spec.queue.retentionPeriod",
         ),

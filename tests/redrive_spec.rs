@@ -9,12 +9,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
+use std::time::Instant;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use controller_support::*;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tracking_operator::api::{RedrivePhase, TrackingPipeline};
 use tracking_operator::redrive;
+use tracking_worker::Worker;
+use tracking_worker::config::Config as WorkerConfig;
+use tracking_worker::contract::WorkerSettings;
 
 const RESYNC: Duration = Duration::from_secs(3600);
 /// Short leases, so that what a killed run had leased comes back within seconds.
@@ -38,10 +44,19 @@ async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&testenv::moto().endpoint()).await)
 }
 
+fn update(id: &str) -> String {
+    json!({"tracking_id": id, "status": "IN_TRANSIT", "timestamp": "2026-12-01T10:00:00Z"})
+        .to_string()
+}
+
 /// Puts messages in the DLQ as the worker does: body plus the rejection reason attribute.
 async fn dead_letter(sqs: &aws_sdk_sqs::Client, dlq: &str, reason: &str, ids: &[String]) {
-    for id in ids {
-        let body = json!({"tracking_id": id, "status": "IN_TRANSIT"}).to_string();
+    let bodies: Vec<String> = ids.iter().map(|id| update(id)).collect();
+    dead_letter_bodies(sqs, dlq, reason, &bodies).await;
+}
+
+async fn dead_letter_bodies(sqs: &aws_sdk_sqs::Client, dlq: &str, reason: &str, bodies: &[String]) {
+    for body in bodies {
         let attr = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(reason)
@@ -49,7 +64,7 @@ async fn dead_letter(sqs: &aws_sdk_sqs::Client, dlq: &str, reason: &str, ids: &[
             .unwrap();
         sqs.send_message()
             .queue_url(dlq)
-            .message_body(body)
+            .message_body(body.clone())
             .message_attributes("tracking.poison.reason", attr)
             .send()
             .await
@@ -226,5 +241,111 @@ async fn a_redrive_killed_half_way_resumes_and_moves_every_message_once() {
         doubled.len() <= 1 && doubled.iter().all(|(_, n)| **n == 2),
         "at most the in-flight message twice: {doubled:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (i64, i64) {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    let n = |k| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+async fn audit_items(table: &str) -> usize {
+    let ddb =
+        aws_sdk_dynamodb::Client::new(&testenv::sdk_config_for(&testenv::moto().endpoint()).await);
+    let page = ddb
+        .scan()
+        .table_name(table)
+        .filter_expression("NOT begins_with(tracking_id, :hash)")
+        .expression_attribute_values(":hash", AttributeValue::S("#".into()))
+        .send()
+        .await
+        .expect("scan");
+    page.items().len()
+}
+
+/// The proof of the whole loop: after a declarative redrive, the worker writes the valid
+/// updates exactly once and sends the poison back to the DLQ once, with its reason; the next
+/// request leaves that returned poison where it is.
+#[tokio::test]
+async fn after_a_redrive_valid_updates_are_written_once_and_poison_returns_once() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("redrive-worker").await;
+    let dir = state_dir("worker");
+    let _operator = operator(&ns, &dir).await;
+    let api = pipelines(&ns).await;
+    create(&api, "loop", json!({"deletionPolicy": "Delete"})).await;
+    let p = wait_ready(&api, "loop").await;
+    let outputs = p.status.clone().unwrap().outputs;
+    let (queue, dlq, table) = (
+        outputs.queue_url.unwrap(),
+        outputs.dead_letter_queue_url.unwrap(),
+        outputs.table_name.unwrap(),
+    );
+    let sqs = sqs().await;
+    // Rejected earlier by an outage (valid) and by a producer bug (poison).
+    dead_letter(&sqs, &dlq, "dynamodb_unavailable", &ids("W", 8)).await;
+    let poison: Vec<String> = (0..3).map(|i| format!("not json {i} {{")).collect();
+    dead_letter_bodies(&sqs, &dlq, "invalid_json", &poison).await;
+
+    ask(&api, "loop", json!({"requestId": "fix-1", "rate": 100})).await;
+    let p = wait_for(&api, "loop", "redrive fix-1 Succeeded", |p| {
+        phase(p).is_some_and(|(id, phase, _)| id == "fix-1" && phase == RedrivePhase::Succeeded)
+    })
+    .await;
+    assert_eq!(p.status.unwrap().redrive.unwrap().moved, 11);
+
+    let settings = WorkerSettings {
+        queue_url: queue.clone(),
+        dead_letter_queue_url: dlq.clone(),
+        table_name: table.clone(),
+        pipeline: format!("{ns}/loop"),
+        batch_size: 10,
+        max_batching_window_seconds: 1,
+        concurrency: 2,
+        ttl_days: 90,
+        visibility_timeout_seconds: 60,
+        metrics_namespace: "TrackingOperator/Tests".into(),
+        metrics_addr: "127.0.0.1:0".into(),
+        region: Some(testenv::REGION.into()),
+        endpoint_url: Some(testenv::moto().endpoint()),
+    };
+    let mut config = WorkerConfig::new(settings);
+    config.drain = Duration::from_secs(10);
+    let sdk = testenv::sdk_config_for(&testenv::moto().endpoint()).await;
+    let worker = Worker::start(config, &sdk).await.expect("worker starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while depth(&sqs, &queue).await != (0, 0) || depth(&sqs, &dlq).await.0 < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not drain the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report = worker.shutdown().await;
+    assert_eq!((report.written, report.dead_lettered), (8, 3), "{report:?}");
+    assert_eq!(audit_items(&table).await, 8, "each valid update once");
+    assert_eq!(depth(&sqs, &dlq).await, (3, 0), "each poison back once");
+
+    // The next request finds only returned poison: it stays in the DLQ.
+    ask(&api, "loop", json!({"requestId": "fix-2", "rate": 100})).await;
+    let p = wait_for(&api, "loop", "redrive fix-2 Succeeded", |p| {
+        phase(p).is_some_and(|(id, phase, _)| id == "fix-2" && phase == RedrivePhase::Succeeded)
+    })
+    .await;
+    let r = p.status.unwrap().redrive.unwrap();
+    assert_eq!((r.moved, r.kept, r.remaining), (0, 3, 3), "{r:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

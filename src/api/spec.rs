@@ -139,15 +139,16 @@ pub enum DeletionPolicy {
 
 /// The main queue and its dead-letter queue (both standard, SSE-KMS with the SQS key).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = in_range("visibilityTimeoutSeconds", "spec.queue.visibilityTimeoutSeconds", 0, 43_200, "seconds (SQS limit)"))]
+#[x_kube(validation = in_range("visibilityTimeoutSeconds", "spec.queue.visibilityTimeoutSeconds", 30, 43_200, "seconds (the worker's visibility heartbeat needs at least 30; 43200 is SQS's limit)"))]
 #[x_kube(validation = in_range("deadLetterVisibilityTimeoutSeconds", "spec.queue.deadLetterVisibilityTimeoutSeconds", 0, 43_200, "seconds (SQS limit)"))]
 #[x_kube(validation = period_in_range("retentionPeriod", "spec.queue.retentionPeriod", 60, 1_209_600, "60s and 14d (SQS limit)"))]
 #[x_kube(validation = period_in_range("deadLetterRetentionPeriod", "spec.queue.deadLetterRetentionPeriod", 60, 1_209_600, "60s and 14d (SQS limit)"))]
 #[x_kube(validation = in_range("maxReceiveCount", "spec.queue.maxReceiveCount", 1, 1_000, "(SQS redrive limit)"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
-    /// Seconds a received message stays invisible to other consumers (0–43200). Keep it
-    /// several times the worker's batch processing time.
+    /// Seconds a received message stays invisible to other consumers (30–43200). Keep it
+    /// several times the worker's batch processing time; the worker extends it while a
+    /// batch is in progress and refuses to start below 30.
     #[serde(default = "defaults::visibility_timeout_seconds")]
     pub visibility_timeout_seconds: i32,
 
