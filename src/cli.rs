@@ -135,6 +135,12 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_STATE_DIR", default_value_os_t = std::env::temp_dir().join("tracking-operator"))]
     pub state_dir: std::path::PathBuf,
 
+    /// A resource's ownership tags, once read complete, are read again only every this many
+    /// resync intervals (and always before a delete): most of a steady resync's reads were
+    /// tag reads finding the same tags. 0 or 1: read them on every pass.
+    #[arg(long, env = "TRACKING_TAG_RECHECK_EVERY", default_value_t = 12)]
+    pub tag_recheck_every: u32,
+
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

@@ -91,7 +91,13 @@ async fn run(args: RunArgs) -> tracking_operator::Result<()> {
         .with_overrides(args.aws_rate_limits.iter().map(String::as_str))
         .map_err(|e| tracking_operator::Error::InvalidSpec(format!("--aws-rate-limit {e}")))?;
     info!(limits = ?limits.rates(), "AWS client-side rate limits (calls per second)");
-    let aws = AwsClients::with_limits(&sdk, CallCounter::new(), &limits);
+    // Just under N intervals, so the Nth resync (spread ±20%) reads the tags again.
+    let tag_window = match args.tag_recheck_every {
+        0 | 1 => Duration::ZERO,
+        n => args.resync_interval.mul_f64(f64::from(n) - 0.5),
+    };
+    let aws =
+        AwsClients::with_limits(&sdk, CallCounter::new(), &limits).recheck_tags_every(tag_window);
     let metrics = Arc::new(Metrics::new(aws.calls.clone()));
     let health = Arc::new(Health {
         liveness: Liveness::new(args.stuck_after),

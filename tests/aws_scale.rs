@@ -44,3 +44,89 @@ async fn a_bulk_apply_paced_by_the_rate_limits_is_never_throttled() {
         operator.calls.snapshot()
     );
 }
+
+fn tag_reads(calls: &tracking_operator::aws::CallCounter) -> u64 {
+    calls
+        .snapshot()
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.operation.as_str(),
+                "ListQueueTags" | "ListResourceTags" | "ListTagsOfResource" | "ListTagsForResource"
+            )
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn reads_of(calls: &tracking_operator::aws::CallCounter, operation: &str) -> u64 {
+    calls
+        .snapshot()
+        .iter()
+        .filter(|(k, _)| k.operation == operation)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Tags proven complete are not read again on every resync, only once the window ends, and
+/// a tag removed out of band is put back then.
+#[tokio::test]
+async fn steady_resyncs_read_tags_again_only_after_the_window() {
+    const WINDOW: Duration = Duration::from_secs(12);
+    let kube = testenv::kube();
+    let ns = kube.namespace("scale-tags").await;
+    let endpoint = testenv::moto().endpoint();
+    let operator =
+        Operator::start_with_clients(&endpoint, &ns, Duration::from_secs(2), |sdk, calls| {
+            tracking_operator::aws::AwsClients::with_counter(sdk, calls).recheck_tags_every(WINDOW)
+        })
+        .await;
+    let api = pipelines(&ns).await;
+    create(&api, "tags", json!({})).await;
+    let p = wait_ready(&api, "tags").await;
+    let queue = p.status.unwrap().outputs.queue_url.unwrap();
+    // The pass after the creating one reads the tags and remembers them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (tags0, queue_reads0) = (
+        tag_reads(&operator.calls),
+        reads_of(&operator.calls, "GetQueueAttributes"),
+    );
+    let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
+    sqs.untag_queue()
+        .queue_url(&queue)
+        .tag_keys("Environment")
+        .send()
+        .await
+        .expect("untag");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        reads_of(&operator.calls, "GetQueueAttributes") > queue_reads0,
+        "no resync ran"
+    );
+    assert_eq!(
+        tag_reads(&operator.calls),
+        tags0,
+        "tags were read again inside the window"
+    );
+    // After the window, the tags are read and the removed one is back.
+    let deadline = tokio::time::Instant::now() + WINDOW + Duration::from_secs(20);
+    loop {
+        let tags = sqs
+            .list_queue_tags()
+            .queue_url(&queue)
+            .send()
+            .await
+            .expect("tags")
+            .tags
+            .unwrap_or_default();
+        if tags.contains_key("Environment") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed tag was never put back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(tag_reads(&operator.calls) > tags0);
+}

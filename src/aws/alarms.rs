@@ -10,6 +10,7 @@ use super::adopt::{check_owner_or_adopt, refuse_missing, retained_on_delete};
 use super::desired::Desired;
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
+use super::verified::tags_of;
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "CloudWatch";
@@ -288,7 +289,7 @@ pub(super) async fn ensure(
         let arn = actual
             .alarm_arn()
             .ok_or_else(|| unexpected(SVC, format!("{resource} has no ARN")))?;
-        let tags = alarm_tags(c, arn).await?;
+        let tags = tags_of(c, d, arn, || alarm_tags(c, arn)).await?;
         check_owner_or_adopt(d, &alarm.name, &resource, &tags)?;
         let mut repaired = alarm_drift(&alarm, actual);
         if !repaired.is_empty() && !d.observe {

@@ -19,6 +19,7 @@ use super::adopt::{
 use super::desired::{Desired, Table};
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
+use super::verified::tags_of;
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "DynamoDB";
@@ -242,6 +243,7 @@ pub(super) async fn ensure(
         .table_arn()
         .ok_or_else(|| unexpected(SVC, format!("{resource} has no ARN")))?
         .to_string();
+    let created_at = table.creation_date_time().map(|t| t.secs());
     // The state first: a table that is not ACTIVE takes no writes, and its tags may not be
     // visible yet.
     if !fresh && table.table_status() != Some(&TableStatus::Active) {
@@ -256,7 +258,8 @@ pub(super) async fn ensure(
         out.table_name = Some(name.clone());
         out.table_arn = Some(arn.clone());
     } else {
-        let tags = table_tags(c, &arn).await?;
+        let id = format!("{arn}@{}", created_at.unwrap_or_default());
+        let tags = tags_of(c, d, &id, || table_tags(c, &arn)).await?;
         // CreateTable's tags become visible some time after the table (eventual
         // consistency): on a table we recorded, no tags means "not yet", not someone else's.
         if tags.is_empty() && out.table_arn.as_deref() == Some(arn.as_str()) {

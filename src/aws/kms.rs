@@ -13,6 +13,7 @@ use super::desired::Desired;
 use super::error::{api, unexpected};
 use super::policy::{key_policy, same_policy};
 use super::tags::{check_owner, describe, missing_tags};
+use super::verified::tags_of;
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found};
 
 const SVC: &str = "KMS";
@@ -150,18 +151,21 @@ async fn ensure_key(
     };
 
     let key_id = meta.key_id().to_string();
-    let actual_tags = c
-        .kms
-        .list_resource_tags()
-        .key_id(&key_id)
-        .send()
-        .await
-        .map_err(api(SVC, "ListResourceTags"))?;
-    let actual_tags: BTreeMap<String, String> = actual_tags
-        .tags()
-        .iter()
-        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-        .collect();
+    let actual_tags = tags_of(c, d, &key_id, || async {
+        let out = c
+            .kms
+            .list_resource_tags()
+            .key_id(&key_id)
+            .send()
+            .await
+            .map_err(api(SVC, "ListResourceTags"))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+            .collect())
+    })
+    .await?;
     check_owner_or_adopt(d, k.alias, &resource, &actual_tags)?;
     *slot = Some(arn_of(&meta)?);
 

@@ -25,6 +25,7 @@ mod policy;
 mod scheduler;
 mod sns;
 mod sqs;
+mod verified;
 
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     pub calls: CallCounter,
     account: std::sync::Arc<OnceCell<Account>>,
+    /// Resources whose ownership tags were recently read complete (see [`verified`]).
+    verified: std::sync::Arc<verified::Verified>,
 }
 
 /// Attempts per call, including the first. The reconcile loop retries further with its
@@ -112,7 +115,15 @@ impl AwsClients {
             sts: client!(aws_sdk_sts, "sts"),
             calls,
             account: Default::default(),
+            verified: Default::default(),
         }
+    }
+
+    /// Re-read a resource's tags on a steady pass only once they are older than `every`
+    /// (deletes and observe mode always read). `Duration::ZERO`: every pass.
+    pub fn recheck_tags_every(mut self, every: Duration) -> Self {
+        self.verified = std::sync::Arc::new(verified::Verified::new(every));
+        self
     }
 
     /// The account, partition and region we work in (one STS call per process).

@@ -10,6 +10,7 @@ use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retain
 use super::desired::Desired;
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
+use super::verified::tags_of;
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "SNS";
@@ -107,7 +108,7 @@ pub(super) async fn ensure(
         }
         Some(actual) => {
             out.alert_topic_arn = Some(arn.clone());
-            let tags = topic_tags(c, &arn).await?;
+            let tags = tags_of(c, d, &arn, || topic_tags(c, &arn)).await?;
             check_owner_or_adopt(d, &d.names.topic, &resource, &tags)?;
             let mut repaired = Vec::new();
             for (name, value) in &desired {

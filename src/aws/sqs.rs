@@ -10,6 +10,7 @@ use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retain
 use super::desired::{Desired, Queues};
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
+use super::verified::tags_of;
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 use crate::api::QueueStatus;
 
@@ -205,9 +206,10 @@ async fn ensure_queue(
             (url, actual)
         }
         Some(url) => {
-            let tags = queue_tags(c, &url).await?;
-            check_owner_or_adopt(d, name, &resource, &tags)?;
             let actual = attributes(c, &url).await?;
+            let id = format!("{url}@{}", actual.get("CreatedTimestamp").map_or("", |t| t));
+            let tags = tags_of(c, d, &id, || queue_tags(c, &url)).await?;
+            check_owner_or_adopt(d, name, &resource, &tags)?;
             if d.adoption.contains(name) && actual.get("FifoQueue").is_some_and(|v| v == "true") {
                 // A FIFO queue cannot become standard in place.
                 return Err(crate::error::Error::AdoptionRefused {

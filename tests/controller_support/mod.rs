@@ -61,7 +61,7 @@ impl Operator {
             resync,
             configure,
             health,
-            Limits::none(),
+            AwsClients::with_counter,
             |_| Vec::new(),
         )
         .await
@@ -81,7 +81,7 @@ impl Operator {
             resync,
             |_| {},
             Health::default(),
-            Limits::none(),
+            AwsClients::with_counter,
             beside,
         )
         .await
@@ -95,13 +95,27 @@ impl Operator {
         resync: Duration,
         limits: Limits,
     ) -> Operator {
+        Self::start_with_clients(endpoint, namespace, resync, move |sdk, calls| {
+            AwsClients::with_limits(sdk, calls, &limits)
+        })
+        .await
+    }
+
+    /// Like [`Operator::start`], with the AWS clients built by `make` (rate limits, the
+    /// tag re-check window).
+    pub async fn start_with_clients(
+        endpoint: &str,
+        namespace: &str,
+        resync: Duration,
+        make: impl FnOnce(&aws_config::SdkConfig, CallCounter) -> AwsClients,
+    ) -> Operator {
         Self::start_full(
             endpoint,
             namespace,
             resync,
             |_| {},
             Health::default(),
-            limits,
+            make,
             |_| Vec::new(),
         )
         .await
@@ -113,14 +127,14 @@ impl Operator {
         resync: Duration,
         configure: impl FnOnce(&mut Config),
         health: Health,
-        limits: Limits,
+        make: impl FnOnce(&aws_config::SdkConfig, CallCounter) -> AwsClients,
         beside: impl FnOnce(Arc<Context>) -> Vec<JoinHandle<()>>,
     ) -> Operator {
         let health = Arc::new(health);
         let client = testenv::kube().client().await;
         let sdk = testenv::sdk_config_for(endpoint).await;
         let calls = CallCounter::new();
-        let aws = AwsClients::with_limits(&sdk, calls.clone(), &limits);
+        let aws = make(&sdk, calls.clone());
         let metrics = Arc::new(Metrics::new(calls.clone()));
         let mut config = Config::new("example.com/tracking-worker:test");
         config.resync_interval = resync;

@@ -1,0 +1,123 @@
+//! Ownership proven once is not re-read on every pass. A steady resync used to list the tags
+//! of every resource (13 of its 30 reads) only to find the same ownership tags again; at
+//! 1,000 pipelines that is most of the account's tag-read quota. After a read shows every
+//! desired tag in place, the resource is remembered for `every` (the controller passes 12
+//! resync intervals); within that window the pass uses the desired tags instead of reading.
+//! Out-of-band tag drift is therefore repaired within `every` rather than at the next resync.
+//! Deletes never use this: they always read the tags before deleting. Observe mode always reads.
+//!
+//! Where AWS gives a resource an identity beyond its name (a KMS key id, the creation time of
+//! a queue or table, a role id), it is part of the key, so a resource deleted and recreated
+//! by someone else under our name is read afresh.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::desired::Desired;
+use super::tags::missing_tags;
+use super::{AwsClients, Result};
+
+/// Resources whose tags were last seen complete, and when.
+#[derive(Debug, Default)]
+pub struct Verified {
+    every: Duration,
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Verified {
+    /// `Duration::ZERO` reads the tags on every pass.
+    pub fn new(every: Duration) -> Self {
+        Verified {
+            every,
+            seen: Mutex::default(),
+        }
+    }
+
+    fn fresh(&self, id: &str, desired: &BTreeMap<String, String>, now: Instant) -> bool {
+        if self.every.is_zero() {
+            return false;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(id).is_some_and(|(at, tags)| {
+            *tags == digest(desired) && now.duration_since(*at) < self.every
+        })
+    }
+
+    fn remember(&self, id: &str, desired: &BTreeMap<String, String>, now: Instant) {
+        if self.every.is_zero() {
+            return;
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (now, digest(desired)));
+    }
+}
+
+fn digest(tags: &BTreeMap<String, String>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    tags.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The resource's tags: read with `read`, or, when they were complete less than `every`
+/// ago, the desired tags (which hold the ownership tags, so the owner check passes and
+/// nothing is missing).
+pub(crate) async fn tags_of<Fut>(
+    c: &AwsClients,
+    d: &Desired,
+    id: &str,
+    read: impl FnOnce() -> Fut,
+) -> Result<BTreeMap<String, String>>
+where
+    Fut: Future<Output = Result<BTreeMap<String, String>>>,
+{
+    let now = Instant::now();
+    if !d.observe && c.verified.fresh(id, &d.tags, now) {
+        return Ok(d.tags.clone());
+    }
+    let tags = read().await?;
+    if !d.observe && missing_tags(&d.tags, &tags).is_empty() {
+        c.verified.remember(id, &d.tags, now);
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "tracking-operator.io/pipeline-uid".to_string(),
+            v.to_string(),
+        )])
+    }
+
+    #[test]
+    fn remembered_until_the_window_ends_or_the_desired_tags_change() {
+        let v = Verified::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(!v.fresh("q", &tags("a"), t0));
+        v.remember("q", &tags("a"), t0);
+        assert!(v.fresh("q", &tags("a"), t0 + Duration::from_secs(59)));
+        assert!(!v.fresh("q", &tags("a"), t0 + Duration::from_secs(60)));
+        assert!(
+            !v.fresh("q", &tags("b"), t0),
+            "new desired tags are read again"
+        );
+        assert!(!v.fresh("other", &tags("a"), t0));
+    }
+
+    #[test]
+    fn zero_reads_every_time() {
+        let v = Verified::new(Duration::ZERO);
+        let t0 = Instant::now();
+        v.remember("q", &tags("a"), t0);
+        assert!(!v.fresh("q", &tags("a"), t0));
+    }
+}
