@@ -68,10 +68,11 @@ fn reads_of(calls: &tracking_operator::aws::CallCounter, operation: &str) -> u64
         .sum()
 }
 
-/// Tags proven complete are not read again on every resync, only once the window ends, and
-/// a tag removed out of band is put back then.
+/// Tags proven complete and settings that change only by hand (a key's rotation and policy,
+/// PITR and TTL, a role's inline policy) are not read again on every resync, only once the
+/// window ends; a tag removed and a rotation disabled out of band are put back then.
 #[tokio::test]
-async fn steady_resyncs_read_tags_again_only_after_the_window() {
+async fn steady_resyncs_read_tags_and_settings_again_only_after_the_window() {
     const WINDOW: Duration = Duration::from_secs(12);
     let kube = testenv::kube();
     let ns = kube.namespace("scale-tags").await;
@@ -84,13 +85,22 @@ async fn steady_resyncs_read_tags_again_only_after_the_window() {
     let api = pipelines(&ns).await;
     create(&api, "tags", json!({})).await;
     let p = wait_ready(&api, "tags").await;
-    let queue = p.status.unwrap().outputs.queue_url.unwrap();
+    let outputs = p.status.unwrap().outputs;
+    let queue = outputs.queue_url.unwrap();
+    let key = outputs.queue_key_arn.unwrap();
+    let kms = aws_sdk_kms::Client::new(&testenv::sdk_config_for(&endpoint).await);
     // The pass after the creating one reads the tags and remembers them.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (tags0, queue_reads0) = (
+    let (tags0, queue_reads0, rotation0) = (
         tag_reads(&operator.calls),
         reads_of(&operator.calls, "GetQueueAttributes"),
+        reads_of(&operator.calls, "GetKeyRotationStatus"),
     );
+    kms.disable_key_rotation()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("disable rotation");
     let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
     sqs.untag_queue()
         .queue_url(&queue)
@@ -107,6 +117,11 @@ async fn steady_resyncs_read_tags_again_only_after_the_window() {
         tag_reads(&operator.calls),
         tags0,
         "tags were read again inside the window"
+    );
+    assert_eq!(
+        reads_of(&operator.calls, "GetKeyRotationStatus"),
+        rotation0,
+        "key settings were read again inside the window"
     );
     // After the window, the tags are read and the removed one is back.
     let deadline = tokio::time::Instant::now() + WINDOW + Duration::from_secs(20);
@@ -129,4 +144,19 @@ async fn steady_resyncs_read_tags_again_only_after_the_window() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(tag_reads(&operator.calls) > tags0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !kms
+        .get_key_rotation_status()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("rotation status")
+        .key_rotation_enabled()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key's rotation was never enabled again"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -19,7 +19,7 @@ use super::adopt::{
 use super::desired::{Desired, Table};
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
-use super::verified::tags_of;
+use super::verified::{settle, settled, tags_of};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "DynamoDB";
@@ -297,9 +297,18 @@ pub(super) async fn ensure(
     if !fresh {
         repaired.extend(repair_table(c, d, name, &key_arn, &table, report).await?);
     }
-    let settings = ensure_pitr_and_ttl(c, d, name, report).await?;
-    if !fresh {
-        repaired.extend(settings);
+    // PITR and TTL change only by hand: compared again when the window ends.
+    let settings_id = format!("{arn}@{}/pitr-ttl", created_at.unwrap_or_default());
+    let pitr = d.table.point_in_time_recovery;
+    if !settled(c, d, &settings_id, &pitr) {
+        let settings = ensure_pitr_and_ttl(c, d, name, report).await?;
+        if !fresh {
+            repaired.extend(settings);
+        }
+        // Backups not available yet on a new table: look again next pass.
+        if report.is_ready() {
+            settle(c, d, &settings_id, &pitr);
+        }
     }
     report.repaired(&resource, &repaired);
     Ok(())

@@ -13,6 +13,7 @@ use super::desired::Desired;
 use super::error::{Error, api, unexpected};
 use super::policy::{WorkerResources, same_policy, worker_policy, worker_trust};
 use super::tags::{check_owner, describe, missing_tags};
+use super::verified::{settle, settled};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 
 const SVC: &str = "IAM";
@@ -139,20 +140,27 @@ pub(super) async fn ensure_role(
             .map_err(api(SVC, "UpdateAssumeRolePolicy"))?;
         repaired.push("AssumeRolePolicyDocument".to_string());
     }
-    let policy = found(
-        c.iam
-            .get_role_policy()
-            .role_name(r.name)
-            .policy_name(INLINE_POLICY)
-            .send()
-            .await
-            .map_err(api(SVC, "GetRolePolicy")),
-    )?;
-    if !policy.is_some_and(|p| same_policy(&p.policy_document, &r.policy)) {
-        if !d.observe {
-            put_policy(c, r).await?;
+    // The inline policy changes only by hand (or with the spec): compared again when the
+    // window ends. The role id tells a recreated role apart.
+    let policy_id = format!("{}/policy", role.role_id());
+    let wanted = r.policy.to_string();
+    if !settled(c, d, &policy_id, &wanted) {
+        let policy = found(
+            c.iam
+                .get_role_policy()
+                .role_name(r.name)
+                .policy_name(INLINE_POLICY)
+                .send()
+                .await
+                .map_err(api(SVC, "GetRolePolicy")),
+        )?;
+        if !policy.is_some_and(|p| same_policy(&p.policy_document, &r.policy)) {
+            if !d.observe {
+                put_policy(c, r).await?;
+            }
+            repaired.push(format!("inline policy {INLINE_POLICY}"));
         }
-        repaired.push(format!("inline policy {INLINE_POLICY}"));
+        settle(c, d, &policy_id, &wanted);
     }
     let missing = missing_tags(&d.tags, &tags);
     if !missing.is_empty() && !d.observe {

@@ -13,7 +13,7 @@ use super::desired::Desired;
 use super::error::{api, unexpected};
 use super::policy::{key_policy, same_policy};
 use super::tags::{check_owner, describe, missing_tags};
-use super::verified::tags_of;
+use super::verified::{settle, settled, tags_of};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found};
 
 const SVC: &str = "KMS";
@@ -214,55 +214,61 @@ async fn ensure_key(
         _ => {}
     }
 
-    let rotation = c
-        .kms
-        .get_key_rotation_status()
-        .key_id(&key_id)
-        .send()
-        .await
-        .map_err(api(SVC, "GetKeyRotationStatus"))?
-        .key_rotation_enabled();
-    if rotation != d.keys.rotation && d.observe {
-        repaired.push("KeyRotationEnabled".into());
-    } else if rotation != d.keys.rotation {
-        if d.keys.rotation {
-            c.kms
-                .enable_key_rotation()
-                .key_id(&key_id)
-                .send()
-                .await
-                .map_err(api(SVC, "EnableKeyRotation"))?;
-        } else {
-            c.kms
-                .disable_key_rotation()
-                .key_id(&key_id)
-                .send()
-                .await
-                .map_err(api(SVC, "DisableKeyRotation"))?;
+    // Rotation and policy change only by hand: compared again when the window ends.
+    let settings_id = format!("{key_id}/settings");
+    let settings = (d.keys.rotation, k.policy.to_string());
+    if !settled(c, d, &settings_id, &settings) {
+        let rotation = c
+            .kms
+            .get_key_rotation_status()
+            .key_id(&key_id)
+            .send()
+            .await
+            .map_err(api(SVC, "GetKeyRotationStatus"))?
+            .key_rotation_enabled();
+        if rotation != d.keys.rotation && d.observe {
+            repaired.push("KeyRotationEnabled".into());
+        } else if rotation != d.keys.rotation {
+            if d.keys.rotation {
+                c.kms
+                    .enable_key_rotation()
+                    .key_id(&key_id)
+                    .send()
+                    .await
+                    .map_err(api(SVC, "EnableKeyRotation"))?;
+            } else {
+                c.kms
+                    .disable_key_rotation()
+                    .key_id(&key_id)
+                    .send()
+                    .await
+                    .map_err(api(SVC, "DisableKeyRotation"))?;
+            }
+            repaired.push("KeyRotationEnabled".into());
         }
-        repaired.push("KeyRotationEnabled".into());
-    }
 
-    let policy = c
-        .kms
-        .get_key_policy()
-        .key_id(&key_id)
-        .policy_name("default")
-        .send()
-        .await
-        .map_err(api(SVC, "GetKeyPolicy"))?;
-    if !policy.policy().is_some_and(|p| same_policy(p, &k.policy)) {
-        if !d.observe {
-            c.kms
-                .put_key_policy()
-                .key_id(&key_id)
-                .policy_name("default")
-                .policy(k.policy.to_string())
-                .send()
-                .await
-                .map_err(api(SVC, "PutKeyPolicy"))?;
+        let policy = c
+            .kms
+            .get_key_policy()
+            .key_id(&key_id)
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(api(SVC, "GetKeyPolicy"))?;
+        if !policy.policy().is_some_and(|p| same_policy(p, &k.policy)) {
+            if !d.observe {
+                c.kms
+                    .put_key_policy()
+                    .key_id(&key_id)
+                    .policy_name("default")
+                    .policy(k.policy.to_string())
+                    .send()
+                    .await
+                    .map_err(api(SVC, "PutKeyPolicy"))?;
+            }
+            repaired.push("KeyPolicy".into());
         }
-        repaired.push("KeyPolicy".into());
+        settle(c, d, &settings_id, &settings);
     }
 
     let missing = missing_tags(&d.tags, &actual_tags);

@@ -6,6 +6,13 @@
 //! Out-of-band tag drift is therefore repaired within `every` rather than at the next resync.
 //! Deletes never use this: they always read the tags before deleting. Observe mode always reads.
 //!
+//! The same window covers settings that drift only by hand and cost a read each to compare
+//! (a key's policy and rotation, a table's PITR and TTL, a role's inline policy): once seen as
+//! desired they are compared again when the window ends ([`settled`] / [`settle`]). What a
+//! pass needs every time stays read every time: existence and state (a key pending deletion,
+//! a table not ACTIVE), the queues' attributes (their depths go to status), the alarms, the
+//! schedule.
+//!
 //! Where AWS gives a resource an identity beyond its name (a KMS key id, the creation time of
 //! a queue or table, a role id), it is part of the key, so a resource deleted and recreated
 //! by someone else under our name is read afresh.
@@ -37,31 +44,44 @@ impl Verified {
         }
     }
 
-    fn fresh(&self, id: &str, desired: &BTreeMap<String, String>, now: Instant) -> bool {
+    fn fresh(&self, id: &str, desired: u64, now: Instant) -> bool {
         if self.every.is_zero() {
             return false;
         }
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(id).is_some_and(|(at, tags)| {
-            *tags == digest(desired) && now.duration_since(*at) < self.every
-        })
+        seen.get(id)
+            .is_some_and(|(at, seen)| *seen == desired && now.duration_since(*at) < self.every)
     }
 
-    fn remember(&self, id: &str, desired: &BTreeMap<String, String>, now: Instant) {
+    fn remember(&self, id: &str, desired: u64, now: Instant) {
         if self.every.is_zero() {
             return;
         }
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), (now, digest(desired)));
+            .insert(id.to_string(), (now, desired));
     }
 }
 
-fn digest(tags: &BTreeMap<String, String>) -> u64 {
+fn digest(value: &impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
-    tags.hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Whether the settings `id` were seen equal to `desired` within the window (never while
+/// observing: observe reports every difference, so it always reads).
+pub(crate) fn settled(c: &AwsClients, d: &Desired, id: &str, desired: &impl Hash) -> bool {
+    !d.observe && c.verified.fresh(id, digest(desired), Instant::now())
+}
+
+/// Records that the settings `id` are as `desired` now (after a read, or a repair that
+/// succeeded).
+pub(crate) fn settle(c: &AwsClients, d: &Desired, id: &str, desired: &impl Hash) {
+    if !d.observe {
+        c.verified.remember(id, digest(desired), Instant::now());
+    }
 }
 
 /// The resource's tags: read with `read`, or, when they were complete less than `every`
@@ -76,13 +96,13 @@ pub(crate) async fn tags_of<Fut>(
 where
     Fut: Future<Output = Result<BTreeMap<String, String>>>,
 {
-    let now = Instant::now();
-    if !d.observe && c.verified.fresh(id, &d.tags, now) {
+    let id = format!("{id}/tags");
+    if settled(c, d, &id, &d.tags) {
         return Ok(d.tags.clone());
     }
     let tags = read().await?;
-    if !d.observe && missing_tags(&d.tags, &tags).is_empty() {
-        c.verified.remember(id, &d.tags, now);
+    if missing_tags(&d.tags, &tags).is_empty() {
+        settle(c, d, &id, &d.tags);
     }
     Ok(tags)
 }
@@ -102,22 +122,20 @@ mod tests {
     fn remembered_until_the_window_ends_or_the_desired_tags_change() {
         let v = Verified::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        assert!(!v.fresh("q", &tags("a"), t0));
-        v.remember("q", &tags("a"), t0);
-        assert!(v.fresh("q", &tags("a"), t0 + Duration::from_secs(59)));
-        assert!(!v.fresh("q", &tags("a"), t0 + Duration::from_secs(60)));
-        assert!(
-            !v.fresh("q", &tags("b"), t0),
-            "new desired tags are read again"
-        );
-        assert!(!v.fresh("other", &tags("a"), t0));
+        let (a, b) = (digest(&tags("a")), digest(&tags("b")));
+        assert!(!v.fresh("q", a, t0));
+        v.remember("q", a, t0);
+        assert!(v.fresh("q", a, t0 + Duration::from_secs(59)));
+        assert!(!v.fresh("q", a, t0 + Duration::from_secs(60)));
+        assert!(!v.fresh("q", b, t0), "new desired tags are read again");
+        assert!(!v.fresh("other", a, t0));
     }
 
     #[test]
     fn zero_reads_every_time() {
         let v = Verified::new(Duration::ZERO);
         let t0 = Instant::now();
-        v.remember("q", &tags("a"), t0);
-        assert!(!v.fresh("q", &tags("a"), t0));
+        v.remember("q", digest(&tags("a")), t0);
+        assert!(!v.fresh("q", digest(&tags("a")), t0));
     }
 }
