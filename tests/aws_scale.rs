@@ -160,3 +160,53 @@ async fn steady_resyncs_read_tags_and_settings_again_only_after_the_window() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A queue URL is not resolved again inside the window, but a queue deleted meanwhile is
+/// noticed (its attributes are gone) and created again on the next pass.
+#[tokio::test]
+async fn a_queue_deleted_inside_the_window_is_created_again() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("scale-gone").await;
+    let endpoint = testenv::moto().endpoint();
+    let operator =
+        Operator::start_with_clients(&endpoint, &ns, Duration::from_secs(2), |sdk, calls| {
+            tracking_operator::aws::AwsClients::with_counter(sdk, calls)
+                .recheck_tags_every(Duration::from_secs(600))
+        })
+        .await;
+    let api = pipelines(&ns).await;
+    create(&api, "gone", json!({})).await;
+    let p = wait_ready(&api, "gone").await;
+    let queue = p.status.unwrap().outputs.queue_url.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let urls = reads_of(&operator.calls, "GetQueueUrl");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        reads_of(&operator.calls, "GetQueueUrl"),
+        urls,
+        "queue URLs resolved again inside the window"
+    );
+    let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
+    sqs.delete_queue()
+        .queue_url(&queue)
+        .send()
+        .await
+        .expect("delete queue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = sqs
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .send()
+            .await
+            .is_ok();
+        if back {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted queue was never created again"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -10,7 +10,7 @@ use super::adopt::{check_owner_or_adopt, observe_missing, refuse_missing, retain
 use super::desired::{Desired, Queues};
 use super::error::{api, unexpected};
 use super::tags::{describe, missing_tags};
-use super::verified::tags_of;
+use super::verified::{settle, settled, tags_of};
 use super::{AwsClients, DeleteReport, Outputs, PartReport, Result, found, need};
 use crate::api::QueueStatus;
 
@@ -105,8 +105,16 @@ pub(super) async fn ensure(
 ) -> Result<()> {
     let key = need(&out.queue_key_arn, "Queues", "the SQS key ARN")?.to_string();
     let dlq_attrs = dead_letter_attributes(&d.queues, &key);
-    let Some((url, arn, dlq_actual)) =
-        ensure_queue(c, d, &d.names.dead_letter_queue, &dlq_attrs, report).await?
+    let known = out.dead_letter_queue_url.clone();
+    let Some((url, arn, dlq_actual)) = ensure_queue(
+        c,
+        d,
+        &d.names.dead_letter_queue,
+        known.as_deref(),
+        &dlq_attrs,
+        report,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -115,7 +123,10 @@ pub(super) async fn ensure(
     // An adopted queue whose redrive points elsewhere (or nowhere) is wired to this DLQ by
     // the RedrivePolicy comparison below, like any other drift.
     let attrs = queue_attributes(&d.queues, &key, &arn);
-    let Some((url, arn, actual)) = ensure_queue(c, d, &d.names.queue, &attrs, report).await? else {
+    let known = out.queue_url.clone();
+    let Some((url, arn, actual)) =
+        ensure_queue(c, d, &d.names.queue, known.as_deref(), &attrs, report).await?
+    else {
         return Ok(());
     };
     out.queue_url = Some(url);
@@ -178,11 +189,24 @@ async fn ensure_queue(
     c: &AwsClients,
     d: &Desired,
     name: &str,
+    // The URL the last pass found (status.outputs): a queue's URL follows from its name, so
+    // once resolved it is not asked for again until the window ends.
+    known: Option<&str>,
     desired: &BTreeMap<String, String>,
     report: &mut PartReport,
 ) -> Result<Option<(String, String, BTreeMap<String, String>)>> {
     let resource = format!("SQS queue {name}");
-    let (url, actual) = match queue_url(c, name).await? {
+    let mut read = None;
+    if let Some(url) = known.filter(|u| settled(c, d, &format!("{u}/url"), &name)) {
+        // Gone since: resolve the name again below (and create it if it is missing).
+        if let Some(actual) = found(attributes(c, url).await)? {
+            read = Some((url.to_string(), Some(actual)));
+        }
+    }
+    if read.is_none() {
+        read = queue_url(c, name).await?.map(|url| (url, None));
+    }
+    let (url, actual) = match read {
         None => {
             refuse_missing(d, name, &resource)?;
             if d.observe {
@@ -205,8 +229,12 @@ async fn ensure_queue(
             let actual = attributes(c, &url).await?;
             (url, actual)
         }
-        Some(url) => {
-            let actual = attributes(c, &url).await?;
+        Some((url, actual)) => {
+            let actual = match actual {
+                Some(actual) => actual,
+                None => attributes(c, &url).await?,
+            };
+            settle(c, d, &format!("{url}/url"), &name);
             let id = format!("{url}@{}", actual.get("CreatedTimestamp").map_or("", |t| t));
             let tags = tags_of(c, d, &id, || queue_tags(c, &url)).await?;
             check_owner_or_adopt(d, name, &resource, &tags)?;
