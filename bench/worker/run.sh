@@ -46,14 +46,16 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 
 # No instance-metadata lookups (169.254.169.254 is not this machine).
 export AWS_EC2_METADATA_DISABLED=true
 
-# moto on loopback: CloudWatch's endpoint, and the catch-all for any service not given its own
-# endpoint below, so nothing the worker, trackctl or the baseline call leaves this machine.
+# moto on loopback for CloudWatch (the worker publishes its alarm metrics every minute and at
+# exit). Every service the worker, trackctl and the baseline call (SQS, DynamoDB, CloudWatch)
+# gets a loopback endpoint; bench.py refuses to run otherwise. Not AWS_ENDPOINT_URL next to the
+# per-service ones: the worker takes it as an explicit endpoint for every client.
 MOTO_BIN="$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/tracking-operator/moto-*/bin/moto_server 2>/dev/null | tail -1)"
 MOTO_BIN="${MOTO_BIN:-moto_server}"
 MOTO_PORT="${BENCH_MOTO_PORT:-15000}"
 "$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$CACHE/moto.log" 2>&1 & PIDS+=($!)
 wait_port "$MOTO_PORT" moto
-export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ENDPOINT_URL_CLOUDWATCH="http://127.0.0.1:$MOTO_PORT"
+export AWS_ENDPOINT_URL_CLOUDWATCH="http://127.0.0.1:$MOTO_PORT"
 
 if command -v java >/dev/null && command -v mvn >/dev/null && fetch elasticmq && fetch dynamodb; then
   cat >"$CACHE/elasticmq.conf" <<CONF
@@ -73,6 +75,7 @@ CONF
   BACKEND="ElasticMQ (SQS) + DynamoDB Local 3.1.0 (in memory), from Maven Central, moto (CloudWatch), all on loopback"
 else
   echo "bench: ElasticMQ/DynamoDB Local unavailable; falling back to moto (shallow queue)" >&2
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT"
   BACKEND="moto on loopback (fallback; its SQS slows with depth, so throughput is moto's, not the worker's)"
   set -- --count 2000 --shallow "$@"
 fi
