@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -103,9 +104,9 @@ def proc_stats(pid):
     return cpu, hwm
 
 
-def run_worker(args, env, queue, dlq, table, messages):
+def run_worker(args, env, queue, dlq, table, messages, namespace):
     port = 19090
-    wenv = dict(env, TRACKING_QUEUE_URL=queue, TRACKING_DEAD_LETTER_QUEUE_URL=dlq, TRACKING_TABLE_NAME=table,
+    wenv = dict(env, TRACKING_QUEUE_URL=queue, TRACKING_METRICS_NAMESPACE=namespace, TRACKING_DEAD_LETTER_QUEUE_URL=dlq, TRACKING_TABLE_NAME=table,
                 TRACKING_PIPELINE="bench/worker", TRACKING_CONCURRENCY=str(args.concurrency),
                 TRACKING_BATCH_SIZE=str(args.batch_size), TRACKING_MAX_BATCHING_WINDOW_SECONDS=str(args.window),
                 TRACKING_WRITE_MODE=args.write_mode,
@@ -144,14 +145,47 @@ def run_worker(args, env, queue, dlq, table, messages):
     return dict(report, wall_seconds=wall, cpu_seconds=cpu, peak_rss_kib=hwm)
 
 
+# The services the worker, trackctl and the baseline call, by their endpoint variable's suffix.
+SERVICES = ("SQS", "DYNAMODB", "CLOUDWATCH")
+
+
+def loopback_only(env):
+    """Every AWS service the processes call has an endpoint on this machine, so no call (the
+    worker's CloudWatch publish included) goes looking for AWS's public endpoints."""
+    endpoints = {}
+    for service in SERVICES:
+        name = f"AWS_ENDPOINT_URL_{service}"
+        value = env.get(name) or env.get("AWS_ENDPOINT_URL")
+        host = urllib.parse.urlparse(value or "").hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            sys.exit(f"bench: {service} endpoint {value!r} is not loopback; refusing to run")
+        endpoints[service.lower()] = value
+    for k, v in env.items():
+        if k.startswith("AWS_ENDPOINT_URL") and urllib.parse.urlparse(v).hostname not in ("127.0.0.1", "localhost", "::1"):
+            sys.exit(f"bench: {k}={v} is not loopback; refusing to run")
+    return endpoints
+
+
+def published_metrics(namespace):
+    """The metrics the worker published to CloudWatch (moto on loopback)."""
+    cw = boto3.client("cloudwatch")
+    return sorted({m["MetricName"] for m in cw.list_metrics(Namespace=namespace).get("Metrics", [])})
+
+
 def count_items(ddb, table):
-    n, kwargs = 0, {"TableName": table, "Select": "COUNT"}
-    while True:
-        page = ddb.scan(**kwargs)
-        n += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return n
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    """(update items, bookkeeping items): bookkeeping partition keys start with '#' (the day
+    counters, the dead-letter markers of poison)."""
+    def count(**filter_args):
+        n, kwargs = 0, dict(TableName=table, Select="COUNT", **filter_args)
+        while True:
+            page = ddb.scan(**kwargs)
+            n += page["Count"]
+            if "LastEvaluatedKey" not in page:
+                return n
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    total = count()
+    updates = count(FilterExpression="NOT begins_with(tracking_id, :h)", ExpressionAttributeValues={":h": {"S": "#"}})
+    return updates, total - updates
 
 
 def run_baseline(args, env, queue, table, valid_messages):
@@ -182,6 +216,7 @@ def main():
 
     env = dict(os.environ)
     env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
+    endpoints = loopback_only(env)
     sqs, ddb = boto3.client("sqs"), boto3.client("dynamodb")
     run_id = str(int(time.time()))
 
@@ -191,8 +226,10 @@ def main():
     sent = planned(args)
     messages = sent["messages"]
     log(f"draining {messages} messages with the worker")
-    w = run_worker(args, env, queue, dlq, table, messages)
+    namespace = f"TrackingOperator/Bench-{run_id}"
+    w = run_worker(args, env, queue, dlq, table, messages, namespace)
     log(f"worker done in {w['wall_seconds']:.1f}s")
+    cloudwatch = published_metrics(namespace)
     w["table_items"] = count_items(ddb, table)
     if args.shallow:
         filling.wait()
@@ -217,20 +254,27 @@ def main():
     rows = [("worker", w, messages)]
     if b:
         rows.append(("baseline", b, b["received"]))
-    print(f"{'':10} {'wall s':>8} {'msg/s':>8} {'CPU s/1k msg':>13} {'peak RSS MiB':>13} {'SQS calls/msg':>14} {'DDB calls/msg':>14}")
+    calls = lambda r: r["sqs_calls"] + r["dynamodb_calls"]
+    print(f"{'':10} {'wall s':>8} {'msg/s':>8} {'CPU s/1k msg':>13} {'CPU us/call':>12} {'peak RSS MiB':>13} "
+          f"{'SQS calls/msg':>14} {'DDB calls/msg':>14}")
     for name, r, n in rows:
         print(f"{name:10} {r['wall_seconds']:8.1f} {n / r['wall_seconds']:8.0f} "
-              f"{1000 * r['cpu_seconds'] / n:13.3f} {r['peak_rss_kib'] / 1024:13.1f} "
+              f"{1000 * r['cpu_seconds'] / n:13.3f} {1e6 * r['cpu_seconds'] / max(calls(r), 1):12.0f} "
+              f"{r['peak_rss_kib'] / 1024:13.1f} "
               f"{r['sqs_calls'] / n:14.3f} {r['dynamodb_calls'] / n:14.3f}")
+    print(f"endpoints: {', '.join(f'{k}={v}' for k, v in sorted(endpoints.items()))}")
+    print(f"worker's CloudWatch publish (moto on loopback, namespace {namespace}): "
+          f"{', '.join(cloudwatch) if cloudwatch else 'NOT received'}")
     print(f"worker: written {w['written']}, duplicates {w['duplicates']}, dead-lettered {w['dead_lettered']}, "
-          f"retried {w['throttles']}; table items {w['table_items']} "
-          f"(expected {sent['distinct_updates']} + bookkeeping: "
-          f"{'exactly once' if w['table_items'] - sent['distinct_updates'] in range(0, 3) else 'MISMATCH'})")
+          f"retried {w['throttles']}; table: {w['table_items'][0]} update items (expected {sent['distinct_updates']}: "
+          f"{'exactly once' if w['table_items'][0] == sent['distinct_updates'] else 'MISMATCH'}), "
+          f"{w['table_items'][1]} bookkeeping (day counters, dead-letter markers)")
     if b:
         wc, bc = w["cpu_seconds"] / messages, b["cpu_seconds"] / b["received"]
         print(f"baseline: succeeded {b['succeeded']} (every duplicate written again: its sort key is the "
               f"processing time), failed attempts {b['failed_attempts']} (poison left for 3 receives and redrive)")
-        print(f"ratios (baseline / worker): CPU per message {bc / wc:.1f}x, "
+        wcall, bcall = w["cpu_seconds"] / max(calls(w), 1), b["cpu_seconds"] / max(calls(b), 1)
+        print(f"ratios (baseline / worker): CPU per message {bc / wc:.1f}x, CPU per AWS call {bcall / wcall:.1f}x, "
               f"throughput {(messages / w['wall_seconds']) / (b['received'] / b['wall_seconds']):.1f}x, "
               f"peak RSS {b['peak_rss_kib'] / max(w['peak_rss_kib'], 1):.1f}x")
         print(f"targets: CPU/msg >= 20x lower: {'met' if bc / wc >= 20 else 'NOT met'}; "

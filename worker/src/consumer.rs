@@ -31,6 +31,10 @@ const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// While the table refuses writes for an environment reason, receivers wait this long
 /// between probes instead of taking more messages they cannot write.
 const ENVIRONMENT_PAUSE: Duration = Duration::from_secs(5);
+/// In the last fraction of a second of a batching window (below SQS's one-second long-poll
+/// granularity) receives are short polls; after an empty one, this long a pause, so a quiet
+/// queue is not polled in a tight loop.
+const SHORT_POLL_PAUSE: Duration = Duration::from_millis(200);
 
 /// One receiver: receive a batch, process it, settle it; until SIGTERM.
 pub async fn receive_loop(ctx: Arc<Ctx>, id: u16) {
@@ -78,11 +82,18 @@ pub async fn receive_loop(ctx: Arc<Ctx>, id: u16) {
     }
 }
 
-struct Batch {
+/// Messages received together, processed together.
+pub struct Batch {
     messages: Vec<Message>,
     /// (message id, receipt handle) of everything received, for the visibility heartbeat.
     receipts: Arc<Mutex<Vec<(String, String)>>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Batch {
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
 }
 
 impl Drop for Batch {
@@ -94,9 +105,10 @@ impl Drop for Batch {
 }
 
 /// Receives until the batch is full or the batching window (counted from the first message,
-/// like Lambda's `MaximumBatchingWindow`) has passed. SIGTERM ends collection early; what was
-/// received is still processed.
-async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
+/// like Lambda's `MaximumBatchingWindow`) has passed: every receive inside the window long
+/// polls for the whole seconds left, the last fraction of a second is short polls. A window of
+/// 0 is one receive. SIGTERM ends collection early; what was received is still processed.
+pub async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
     let settings = &ctx.config.settings;
     let size = usize::from(settings.batch_size.max(1));
     let window = Duration::from_secs(u64::from(settings.max_batching_window_seconds));
@@ -112,9 +124,10 @@ async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
             None => LONG_POLL_SECONDS,
             Some(d) => {
                 let remaining = d.saturating_duration_since(Instant::now());
-                if remaining < Duration::from_secs(1) {
+                if remaining.is_zero() {
                     break;
                 }
+                // Whole seconds only: a long poll never outlasts the window.
                 remaining.as_secs().min(LONG_POLL_SECONDS as u64) as i32
             }
         };
@@ -143,6 +156,15 @@ async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
             }
         };
         if messages.is_empty() {
+            if wait == 0
+                && let Some(d) = deadline
+            {
+                let pause = SHORT_POLL_PAUSE.min(d.saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = ctx.stop.cancelled() => {}
+                }
+            }
             continue;
         }
         ctx.metrics.received.inc_by(messages.len() as u64);
@@ -234,27 +256,25 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
     let started = Instant::now();
     let messages = std::mem::take(&mut batch.messages);
     let mut outcomes: Vec<Option<Outcome>> = (0..messages.len()).map(|_| None).collect();
+    // Each update's status (for the day counters), by message index, moved out of the update.
+    let mut statuses: Vec<Option<String>> = (0..messages.len()).map(|_| None).collect();
     let mut pending = Vec::new();
     let mut others = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         match model::parse_message(m.body().unwrap_or_default(), sent_at(m)) {
-            Ok(Parsed::Update(u)) => pending.push(Pending {
-                index: i,
-                status: u.status.clone(),
-                item: u.to_item(
+            Ok(Parsed::Update(u)) => {
+                let item = u.to_item(
                     m.message_id().unwrap_or_default(),
                     &write_token(),
                     Utc::now(),
                     ctx.config.settings.ttl_days,
-                ),
-            }),
+                );
+                statuses[i] = Some(u.status);
+                pending.push(Pending { index: i, item });
+            }
             parsed => others.push((i, parsed)),
         }
     }
-    let statuses: std::collections::HashMap<usize, String> = pending
-        .iter()
-        .map(|p| (p.index, p.status.clone()))
-        .collect();
     let (written, other) = futures::join!(
         write_updates(ctx, pending),
         join_all(others.into_iter().map(|(i, parsed)| {
@@ -263,7 +283,7 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
         })),
     );
     for (i, result) in written {
-        let status = statuses.get(&i).map(String::as_str).unwrap_or_default();
+        let status = statuses[i].as_deref().unwrap_or_default();
         outcomes[i] = Some(settle_write(ctx, &messages[i], status, result));
     }
     for (i, outcome) in other {

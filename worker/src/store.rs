@@ -35,7 +35,7 @@ pub enum AuditOutcome {
 }
 
 /// Result of [`Store::put_new_all`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TransactOutcome {
     AllWritten,
     /// Nothing was written; one verdict per item, in order.
@@ -43,11 +43,13 @@ pub enum TransactOutcome {
 }
 
 /// Why a cancelled transaction did not write an item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ItemVerdict {
     /// The item was fine; another one cancelled the transaction.
     Fine,
-    AlreadyExists,
+    /// The key exists. DynamoDB's copy of the existing item when the backend returns it
+    /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), to judge it without another call.
+    AlreadyExists(Option<Item>),
     /// Throttling or a conflicting concurrent write: try again.
     Retry,
     /// The item itself was rejected (e.g. too large).
@@ -55,10 +57,12 @@ pub enum ItemVerdict {
 }
 
 impl ItemVerdict {
-    pub fn from_code(code: Option<&str>) -> Self {
+    /// The verdict of one cancellation reason: its code and, for a failed condition, the
+    /// existing item.
+    pub fn from_reason(code: Option<&str>, old: Option<Item>) -> Self {
         match code {
             None | Some("None") | Some("") => ItemVerdict::Fine,
-            Some("ConditionalCheckFailed") => ItemVerdict::AlreadyExists,
+            Some("ConditionalCheckFailed") => ItemVerdict::AlreadyExists(old),
             Some("ValidationError") | Some("ItemCollectionSizeLimitExceeded") => {
                 ItemVerdict::Rejected
             }
@@ -147,20 +151,21 @@ impl Store {
     /// Puts every item unless its key exists, in one `TransactWriteItems` call: one request
     /// for a whole batch instead of one per message (at twice the write units, which at this
     /// volume is cents a day, against a several-fold cut in calls and CPU). A cancelled
-    /// transaction reports, per item, why (`ConditionalCheckFailed` = already written).
-    /// `token` makes a retry of a call whose answer was lost return the first outcome.
-    pub async fn put_new_all(
-        &self,
-        items: &[HashMap<String, AttributeValue>],
-        token: &str,
-    ) -> Result<TransactOutcome> {
+    /// transaction reports, per item, why (`ConditionalCheckFailed` = the key exists, with the
+    /// existing item, as [`Store::put_audit`] gets it). `token` makes a retry of a call whose
+    /// answer was lost return the first outcome.
+    pub async fn put_new_all(&self, items: &[&Item], token: &str) -> Result<TransactOutcome> {
         let mut ops = Vec::with_capacity(items.len());
         for item in items {
+            // The SDK takes its input by value: this is the one copy of the item per call.
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(item.clone()))
+                .set_item(Some((*item).clone()))
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", attr::TRACKING_ID)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .build()
                 .map_err(|e| Error::Aws {
                     operation: "dynamodb.TransactWriteItems",
@@ -179,19 +184,34 @@ impl Store {
             .await;
         match sent {
             Ok(_) => Ok(TransactOutcome::AllWritten),
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c))
-                    if c.cancellation_reasons().len() == items.len() =>
-                {
-                    Ok(TransactOutcome::Cancelled(
-                        c.cancellation_reasons()
-                            .iter()
-                            .map(|r| ItemVerdict::from_code(r.code()))
-                            .collect(),
-                    ))
+            Err(e) => {
+                let whole = matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(c))
+                        if c.cancellation_reasons().len() == items.len()
+                );
+                if !whole {
+                    return Err(Error::aws("dynamodb.TransactWriteItems", e));
                 }
-                _ => Err(Error::aws("dynamodb.TransactWriteItems", e)),
-            },
+                // Taken by value: the existing items are moved out of the answer, not copied.
+                match e.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        Ok(TransactOutcome::Cancelled(
+                            c.cancellation_reasons
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|r| ItemVerdict::from_reason(r.code.as_deref(), r.item))
+                                .collect(),
+                        ))
+                    }
+                    other => Err(Error::Aws {
+                        operation: "dynamodb.TransactWriteItems",
+                        class: ErrorClass::Permanent,
+                        code: None,
+                        message: other.to_string(),
+                    }),
+                }
+            }
         }
     }
 
@@ -273,22 +293,30 @@ mod tests {
 
     #[test]
     fn cancellation_codes_map_to_verdicts() {
-        assert_eq!(ItemVerdict::from_code(None), ItemVerdict::Fine);
-        assert_eq!(ItemVerdict::from_code(Some("None")), ItemVerdict::Fine);
+        let old: Item = [("k".to_string(), AttributeValue::S("v".into()))].into();
+        assert_eq!(ItemVerdict::from_reason(None, None), ItemVerdict::Fine);
         assert_eq!(
-            ItemVerdict::from_code(Some("ConditionalCheckFailed")),
-            ItemVerdict::AlreadyExists
+            ItemVerdict::from_reason(Some("None"), None),
+            ItemVerdict::Fine
         );
         assert_eq!(
-            ItemVerdict::from_code(Some("TransactionConflict")),
+            ItemVerdict::from_reason(Some("ConditionalCheckFailed"), Some(old.clone())),
+            ItemVerdict::AlreadyExists(Some(old.clone()))
+        );
+        assert_eq!(
+            ItemVerdict::from_reason(Some("ConditionalCheckFailed"), None),
+            ItemVerdict::AlreadyExists(None)
+        );
+        assert_eq!(
+            ItemVerdict::from_reason(Some("TransactionConflict"), None),
             ItemVerdict::Retry
         );
         assert_eq!(
-            ItemVerdict::from_code(Some("ThrottlingError")),
+            ItemVerdict::from_reason(Some("ThrottlingError"), None),
             ItemVerdict::Retry
         );
         assert_eq!(
-            ItemVerdict::from_code(Some("ValidationError")),
+            ItemVerdict::from_reason(Some("ValidationError"), None),
             ItemVerdict::Rejected
         );
     }

@@ -27,11 +27,9 @@ const TRANSACT_MAX: usize = 100;
 /// Contention rounds before a transaction chunk falls back to single puts.
 const TRANSACT_ROUNDS: u32 = 8;
 
-/// An update ready to be written: its index in the batch, its status (for the day
-/// counters) and its item.
+/// An update ready to be written: its index in the batch and its item.
 pub struct Pending {
     pub index: usize,
-    pub status: String,
     pub item: Item,
 }
 
@@ -93,15 +91,23 @@ pub fn conflict_item(item: &Item) -> Option<Item> {
 /// [`WriteMode::Transaction`], as transactions with a per-item fallback.
 pub async fn write_updates(ctx: &Ctx, pending: Vec<Pending>) -> Vec<(usize, Result<Written>)> {
     let mut out = Vec::with_capacity(pending.len());
-    let mut seen = HashSet::new();
+    let repeat: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(pending.len());
+        pending
+            .iter()
+            .map(|p| {
+                let key = [attr::TRACKING_ID, attr::TIMESTAMP, attr::CONTENT_DIGEST]
+                    .map(|k| p.item.get(k).and_then(|v| v.as_s().ok()));
+                !seen.insert(key)
+            })
+            .collect()
+    };
     let mut todo = Vec::with_capacity(pending.len());
-    for p in pending {
-        let key = [attr::TRACKING_ID, attr::TIMESTAMP, attr::CONTENT_DIGEST]
-            .map(|k| p.item.get(k).and_then(|v| v.as_s().ok()).cloned());
-        if seen.insert(key) {
-            todo.push(p);
-        } else {
+    for (p, repeat) in pending.into_iter().zip(repeat) {
+        if repeat {
             out.push((p.index, Ok(Written::Duplicate)));
+        } else {
+            todo.push(p);
         }
     }
     match ctx.config.write_mode {
@@ -124,27 +130,31 @@ async fn write_each(ctx: &Ctx, pending: Vec<&Pending>) -> Vec<(usize, Result<Wri
     .await
 }
 
+/// One conditional put (retried under backoff), with the existing item on a failed condition.
+async fn put_audit(ctx: &Ctx, item: &Item) -> Result<AuditOutcome> {
+    with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
+        // The SDK takes the item by value: one copy per attempt, none kept around.
+        ctx.store.put_audit(item.clone())
+    })
+    .await
+}
+
 /// One conditional put, judged on a failed condition; a conflict is written under its
 /// conflict key (itself conditional, so a redelivery of the conflicting update is a repeat).
 pub async fn write_one(ctx: &Ctx, item: &Item) -> Result<Written> {
-    let put = |item: Item| {
-        with_backoff(
-            &ctx.metrics,
-            &ctx.abandon,
-            "dynamodb",
-            "PutItem",
-            move || ctx.store.put_audit(item.clone()),
-        )
-    };
-    let old = match put(item.clone()).await? {
+    let old = match put_audit(ctx, item).await? {
         AuditOutcome::Written => return Ok(Written::New),
         AuditOutcome::Exists(old) => old,
     };
     match judge(item, old.as_ref()) {
-        Existing::OwnEarlierWrite => return Ok(Written::New),
-        Existing::Repeat => return Ok(Written::Duplicate),
-        Existing::Conflict => {}
+        Existing::OwnEarlierWrite => Ok(Written::New),
+        Existing::Repeat => Ok(Written::Duplicate),
+        Existing::Conflict => write_conflict(ctx, item).await,
     }
+}
+
+/// An update whose key holds different content, written under its conflict key.
+async fn write_conflict(ctx: &Ctx, item: &Item) -> Result<Written> {
     let Some(conflict) = conflict_item(item) else {
         return Ok(Written::Duplicate);
     };
@@ -152,7 +162,7 @@ pub async fn write_one(ctx: &Ctx, item: &Item) -> Result<Written> {
         key = ?item.get(attr::TIMESTAMP),
         "key holds different content; writing under a conflict key"
     );
-    let written = match put(conflict.clone()).await? {
+    let written = match put_audit(ctx, &conflict).await? {
         AuditOutcome::Written => Written::Conflict,
         AuditOutcome::Exists(old) => match judge(&conflict, old.as_ref()) {
             Existing::OwnEarlierWrite => Written::Conflict,
@@ -173,11 +183,15 @@ pub async fn write_one(ctx: &Ctx, item: &Item) -> Result<Written> {
     Ok(written)
 }
 
-/// A chunk in transactions of conditional puts. An item the transaction reports as existing
-/// or rejected is written alone (so it is judged, or fails on its own); a request-level error
-/// (the 4 MB limit, one invalid item, `IdempotentParameterMismatch`,
-/// `TransactionInProgress`) sends the whole chunk to single puts, so valid neighbours are
-/// never returned to the queue with it.
+/// A chunk in transactions of conditional puts. When a transaction is cancelled, DynamoDB
+/// says per item why, with the existing item of every key that exists: those are judged as
+/// [`write_one`] judges them (this attempt's own earlier write, a repeat, a key conflict)
+/// without another call, and only the items refused for no fault of their own (cancelled by a
+/// neighbour, or contended) are sent again. An item the backend gives no existing item for,
+/// or rejects, is written alone (so it is judged, or fails on its own); a request-level error
+/// (the 4 MB limit, one invalid item, `IdempotentParameterMismatch`, `TransactionInProgress`)
+/// sends the whole chunk to single puts, so valid neighbours are never returned to the queue
+/// with it.
 async fn write_transaction(ctx: &Ctx, chunk: &[Pending]) -> Vec<(usize, Result<Written>)> {
     let mut out = Vec::with_capacity(chunk.len());
     let mut todo: Vec<&Pending> = chunk.iter().collect();
@@ -187,7 +201,7 @@ async fn write_transaction(ctx: &Ctx, chunk: &[Pending]) -> Vec<(usize, Result<W
             out.extend(write_each(ctx, todo).await);
             break;
         }
-        let items: Vec<Item> = todo.iter().map(|p| p.item.clone()).collect();
+        let items: Vec<&Item> = todo.iter().map(|p| &p.item).collect();
         let token = transaction_token(&items, round);
         let sent = with_backoff(
             &ctx.metrics,
@@ -203,25 +217,42 @@ async fn write_transaction(ctx: &Ctx, chunk: &[Pending]) -> Vec<(usize, Result<W
                 break;
             }
             Ok(TransactOutcome::Cancelled(verdicts)) => {
-                let mut keep = Vec::with_capacity(todo.len());
+                let mut again = Vec::with_capacity(todo.len());
                 let mut alone = Vec::new();
+                let mut conflicts = Vec::new();
                 let mut contended = false;
                 for (p, verdict) in todo.into_iter().zip(verdicts) {
                     match verdict {
-                        ItemVerdict::Fine => keep.push(p),
+                        ItemVerdict::Fine => again.push(p),
                         ItemVerdict::Retry => {
                             contended = true;
-                            keep.push(p);
+                            again.push(p);
                         }
-                        ItemVerdict::AlreadyExists | ItemVerdict::Rejected => alone.push(p),
+                        ItemVerdict::AlreadyExists(Some(old)) => match judge(&p.item, Some(&old)) {
+                            Existing::OwnEarlierWrite => out.push((p.index, Ok(Written::New))),
+                            Existing::Repeat => out.push((p.index, Ok(Written::Duplicate))),
+                            Existing::Conflict => conflicts.push(p),
+                        },
+                        // Without the existing item the update cannot be judged here; a
+                        // single put returns it.
+                        ItemVerdict::AlreadyExists(None) | ItemVerdict::Rejected => alone.push(p),
                     }
                 }
-                out.extend(write_each(ctx, alone).await);
+                let (singles, conflicted) = futures::join!(
+                    write_each(ctx, alone),
+                    join_all(
+                        conflicts
+                            .into_iter()
+                            .map(|p| async move { (p.index, write_conflict(ctx, &p.item).await) })
+                    ),
+                );
+                out.extend(singles);
+                out.extend(conflicted);
                 if contended {
                     ctx.metrics.throttled("dynamodb", "TransactWriteItems");
                     tokio::time::sleep(backoff(round)).await;
                 }
-                todo = keep;
+                todo = again;
                 round += 1;
             }
             Err(e) if abandoned(&e, &ctx.abandon) => {
@@ -249,7 +280,7 @@ async fn write_transaction(ctx: &Ctx, chunk: &[Pending]) -> Vec<(usize, Result<W
 /// A token unique to the request's content (every attribute of every item, and the round):
 /// a retry of a call whose answer was lost is answered from DynamoDB's idempotency record,
 /// and no two different requests share a token (`IdempotentParameterMismatch`).
-pub fn transaction_token(items: &[Item], round: u32) -> String {
+pub fn transaction_token(items: &[&Item], round: u32) -> String {
     let mut h = Sha256::new();
     for item in items {
         hash_item(&mut h, item);
@@ -353,7 +384,7 @@ mod tests {
         ]);
         // Same keys, other content: another token (a keys-only token made DynamoDB answer
         // IdempotentParameterMismatch).
-        let one = |i: &Item, round| transaction_token(std::slice::from_ref(i), round);
+        let one = |i: &Item, round| transaction_token(&[i], round);
         assert_ne!(one(&a, 0), one(&b, 0));
         assert_eq!(one(&a, 0), one(&a, 0));
         assert_ne!(one(&a, 0), one(&a, 1));

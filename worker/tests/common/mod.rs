@@ -317,10 +317,14 @@ where
 
 impl Pipeline {
     /// The worker's shared context against this pipeline, for tests that drive one phase
-    /// (write, settle) directly against moto.
+    /// (receive, write, settle) directly against moto.
     pub async fn ctx(&self) -> tracking_worker::Ctx {
-        let moto = testenv::moto();
-        let sdk = moto.sdk_config().await;
+        self.ctx_at(&testenv::moto().endpoint()).await
+    }
+
+    /// The same, talking to `endpoint` (a fault proxy in front of moto).
+    pub async fn ctx_at(&self, endpoint: &str) -> tracking_worker::Ctx {
+        let sdk = testenv::sdk_config_for(endpoint).await;
         tracking_worker::Ctx {
             sqs: tracking_worker::config::sqs_client(&sdk),
             store: tracking_worker::store::Store::new(
@@ -331,7 +335,7 @@ impl Pipeline {
             counters: Default::default(),
             stop: Default::default(),
             abandon: Default::default(),
-            config: self.config(&moto.endpoint()),
+            config: self.config(endpoint),
         }
     }
 
