@@ -1028,4 +1028,26 @@ async fn an_edited_worker_deployment_is_put_back_by_the_owner_watch() {
     })
     .await;
     assert!(restored, "the operator did not restore spec.replicas");
+
+    // The ConfigMap child is watched by its metadata only; a deletion still brings it back.
+    let config_maps = Api::<ConfigMap>::namespaced(kube.client().await, &ns);
+    config_maps
+        .delete("edited-outputs", &DeleteParams::default())
+        .await
+        .unwrap();
+    let recreated = eventually(|| {
+        let config_maps = config_maps.clone();
+        async move {
+            config_maps
+                .get_opt("edited-outputs")
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    assert!(
+        recreated,
+        "the operator did not recreate the outputs ConfigMap"
+    );
 }

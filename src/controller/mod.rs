@@ -24,6 +24,7 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -346,14 +347,22 @@ pub async fn run(
         .default_backoff()
         .applied_objects()
         .predicate_filter(crate::k8s::deployment_change, Default::default());
-    let config_maps = watcher(scoped::<ConfigMap>(&client, ns), children.clone())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(predicates::resource_version, Default::default());
-    let service_accounts = watcher(scoped::<ServiceAccount>(&client, ns), children)
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(predicates::resource_version, Default::default());
+    // The ConfigMap and ServiceAccount children matter only as "changed or deleted": their
+    // metadata is enough, so their data never sits in this process's memory.
+    let config_maps = watcher(
+        scoped::<PartialObjectMeta<ConfigMap>>(&client, ns),
+        children.clone(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+    let service_accounts = watcher(
+        scoped::<PartialObjectMeta<ServiceAccount>>(&client, ns),
+        children,
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
 
     health.running.store(true, Ordering::Relaxed);
     info!(
