@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use controller_support::*;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -245,21 +245,9 @@ async fn a_redrive_killed_half_way_resumes_and_moves_every_message_once() {
 }
 
 async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (i64, i64) {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
+    tracking_worker::redrive::depth(sqs, url)
         .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default();
-    let n = |k| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        n(QueueAttributeName::ApproximateNumberOfMessages),
-        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
+        .expect("queue depth")
 }
 
 async fn audit_items(table: &str) -> usize {

@@ -69,6 +69,22 @@ async fn describe_key(c: &AwsClients, key_id: &str) -> Result<Option<KeyMetadata
     Ok(out.and_then(|o| o.key_metadata))
 }
 
+/// A key's tags (a key carries at most 50, one page).
+async fn key_tags(c: &AwsClients, key_id: &str) -> Result<BTreeMap<String, String>> {
+    let out = c
+        .kms
+        .list_resource_tags()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(api(SVC, "ListResourceTags"))?;
+    Ok(out
+        .tags()
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect())
+}
+
 async fn ensure_key(
     c: &AwsClients,
     d: &Desired,
@@ -151,21 +167,7 @@ async fn ensure_key(
     };
 
     let key_id = meta.key_id().to_string();
-    let actual_tags = tags_of(c, d, &key_id, || async {
-        let out = c
-            .kms
-            .list_resource_tags()
-            .key_id(&key_id)
-            .send()
-            .await
-            .map_err(api(SVC, "ListResourceTags"))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-            .collect())
-    })
-    .await?;
+    let actual_tags = tags_of(c, d, &key_id, || key_tags(c, &key_id)).await?;
     check_owner_or_adopt(d, k.alias, &resource, &actual_tags)?;
     *slot = Some(arn_of(&meta)?);
 
@@ -434,18 +436,7 @@ pub(super) async fn delete(
         };
         let Some(meta) = meta else { continue };
         let key_id = meta.key_id().to_string();
-        let tags = c
-            .kms
-            .list_resource_tags()
-            .key_id(&key_id)
-            .send()
-            .await
-            .map_err(api(SVC, "ListResourceTags"))?;
-        let tags: BTreeMap<String, String> = tags
-            .tags()
-            .iter()
-            .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-            .collect();
+        let tags = key_tags(c, &key_id).await?;
         if let Err(e) = check_owner(&resource, &tags, &d.owner) {
             report.retained.push(e.to_string());
             continue;
