@@ -39,7 +39,8 @@ pub const DLQ_SAMPLE_SIZE: i32 = 10;
 /// A claim older than this whose job never finished (the replica died) may be taken over
 /// when SQS redelivers the schedule's message. Shorter than the queue's visibility timeout.
 pub const CLAIM_STALE_SECONDS: i64 = 120;
-const FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// How often each replica adds the day counters it kept to the table.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct DayCounts {
