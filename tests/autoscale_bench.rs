@@ -243,6 +243,16 @@ impl Kubelet {
     }
 }
 
+impl Drop for Kubelet {
+    /// A bench that panics leaves no worker behind.
+    fn drop(&mut self) {
+        for r in self.running.iter_mut().chain(self.terminating.iter_mut()) {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+}
+
 fn batches(port: u16) -> Option<(f64, f64)> {
     let text = scrape(port);
     (!text.is_empty()).then(|| {
@@ -452,23 +462,47 @@ async fn update_items(ddb: &aws_sdk_dynamodb::Client, table: &str, prefix: &str)
 }
 
 /// Lambda's documented SQS scaling for `messages` in batches of `batch` taking `per_batch`
-/// each: concurrency starts at 5 and grows by 300 a minute (continuously, 5 a second), never
-/// above the batches left. Returns (seconds to drain, peak concurrency).
+/// seconds each: at most 5 batches in flight at first, 300 more allowed per minute (taken
+/// continuously: 5 more a second, up to 1,000); a batch started at `t` ends at
+/// `t + per_batch`. Returns (seconds until the last batch ends, peak batches in flight).
 fn lambda(messages: usize, batch: usize, per_batch: f64) -> (f64, f64) {
     if !(per_batch.is_finite() && per_batch > 0.0) {
         return (f64::NAN, f64::NAN);
     }
     let dt = 0.01;
-    let (mut t, mut done, mut peak) = (0.0_f64, 0.0_f64, 0.0_f64);
-    let batches = messages.div_ceil(batch) as f64;
-    while done < batches {
-        let allowed = (LAMBDA_START + LAMBDA_PER_MINUTE / 60.0 * t).min(LAMBDA_MAX);
-        let c = allowed.min((batches - done).ceil()).max(1.0);
-        peak = peak.max(c.floor());
-        done += c * dt / per_batch;
+    let total = messages.div_ceil(batch.max(1));
+    let (mut t, mut started, mut peak) = (0.0_f64, 0_usize, 0_usize);
+    let mut running: Vec<f64> = Vec::new();
+    loop {
+        running.retain(|end| *end > t + 1e-9);
+        let allowed = (LAMBDA_START + LAMBDA_PER_MINUTE / 60.0 * t).min(LAMBDA_MAX) as usize;
+        while running.len() < allowed && started < total {
+            running.push(t + per_batch);
+            started += 1;
+        }
+        peak = peak.max(running.len());
+        if started == total {
+            let end = running.iter().copied().fold(t, f64::max);
+            return (end, peak as f64);
+        }
         t += dt;
     }
-    (t, peak)
+}
+
+#[test]
+fn lambda_model_follows_the_documented_ramp() {
+    // Five batches fit in the first five slots: one batch time.
+    let (secs, peak) = lambda(50, 10, 1.0);
+    assert!((secs - 1.0).abs() < 0.02, "{secs}");
+    assert_eq!(peak, 5.0);
+    // Ten batches of 1 s: five at 0 s, the five more allowed by 1 s start then.
+    let (secs, peak) = lambda(100, 10, 1.0);
+    assert!((secs - 2.0).abs() < 0.02, "{secs}");
+    assert!(peak <= 10.0, "{peak}");
+    // The figures for the README's recorded run (2,000 messages, 2.0425 s a batch).
+    let (secs, peak) = lambda(2000, 10, 2.0425);
+    eprintln!("lambda(2000, 10, 2.0425 s) = {secs:.1} s, peak {peak} batches");
+    assert!(secs < 20.0 && peak <= 5.0 + 5.0 * secs, "{secs} {peak}");
 }
 
 struct Watch<'a> {
