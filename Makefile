@@ -7,7 +7,7 @@ LOCAL := $(CURDIR)/.local
 NODE ?= 1
 IMAGE_TAG ?= dev
 
-.PHONY: help tools test fmt-check clippy crds chart-lint images docker-images env-up env-down demo bench-worker bench-operator build release
+.PHONY: help tools test fmt-check clippy crds chart-lint images docker-images env-up env-down demo bench-worker bench-operator bench-autoscale build release
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -67,3 +67,6 @@ bench-worker: tools ## worker throughput/CPU/RSS against fast emulators, with a 
 
 bench-operator: tools ## apply->Ready time, AWS calls per pipeline, 200 pipelines at once
 	@bench/operator/run.sh
+
+bench-autoscale: tools ## a burst scales the worker up and back to zero (vs Lambda's SQS scaling); scale-in under load. BURST=N
+	@bench/autoscale/run.sh
