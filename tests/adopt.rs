@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, PutRequest,
-    ScalarAttributeType, Select, SseSpecification, SseType, TimeToLiveSpecification, WriteRequest,
+    ScalarAttributeType, SseSpecification, SseType, TimeToLiveSpecification, WriteRequest,
 };
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use controller_support::*;
@@ -99,19 +99,8 @@ async fn create_queue(
         .expect("create queue")
         .queue_url
         .unwrap();
-    let arn = queue_attrs(sqs, &url).await[&QueueAttributeName::QueueArn].clone();
+    let arn = queue_attributes(sqs, &url).await[&QueueAttributeName::QueueArn].clone();
     (url, arn)
-}
-
-async fn queue_attrs(sqs: &aws_sdk_sqs::Client, url: &str) -> HashMap<QueueAttributeName, String> {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default()
 }
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
@@ -237,29 +226,6 @@ async fn fill_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
     }
 }
 
-/// Audit items, without the worker's own bookkeeping (`#`-prefixed partition keys).
-async fn item_count(ddb: &aws_sdk_dynamodb::Client, table: &str) -> usize {
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .select(Select::Count)
-            .filter_expression("NOT begins_with(tracking_id, :hash)")
-            .expression_attribute_values(":hash", AttributeValue::S("#".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        count += page.count() as usize;
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return count;
-        }
-    }
-}
-
 /// Messages waiting, as the producers sent them while the Lambda was stopped.
 async fn fill_queue(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
     for chunk in bodies.chunks(10) {
@@ -287,7 +253,7 @@ async fn fill_queue(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
 
 /// (visible, in flight).
 async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (usize, usize) {
-    let a = queue_attrs(sqs, url).await;
+    let a = queue_attributes(sqs, url).await;
     let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
     (
         n(QueueAttributeName::ApproximateNumberOfMessages),
@@ -542,7 +508,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
     });
     assert_eq!(traffic.bodies.len(), MESSAGES);
     fill_queue(&sqs, &stack.queue_url, &traffic.bodies).await;
-    assert_eq!(item_count(&ddb, &stack.table).await, ITEMS);
+    assert_eq!(audit_item_count(&ddb, &stack.table).await, ITEMS);
     assert_eq!(depth(&sqs, &stack.queue_url).await, (MESSAGES, 0));
     eprintln!("stack created in {:?}", started.elapsed());
 
@@ -682,7 +648,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
     assert_eq!(r["schedule"].origin, Origin::Created, "{r:?}");
     assert_eq!(r["table"].id, stack.table_arn);
     // The data is still there.
-    assert_eq!(item_count(&ddb, &stack.table).await, ITEMS);
+    assert_eq!(audit_item_count(&ddb, &stack.table).await, ITEMS);
     assert_eq!(depth(&sqs, &stack.queue_url).await, (MESSAGES, 0));
     // Ownership tags next to the stack's own.
     let uid = p.metadata.uid.clone().unwrap();
@@ -745,7 +711,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         .unwrap();
     assert!(
         eventually(|| async {
-            queue_attrs(&sqs, &stack.queue_url).await[&QueueAttributeName::VisibilityTimeout]
+            queue_attributes(&sqs, &stack.queue_url).await[&QueueAttributeName::VisibilityTimeout]
                 == "150"
         })
         .await,
@@ -756,7 +722,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         stack.dlq_url.clone(),
         stack.table.clone(),
     );
-    let same_arn = queue_attrs(&sqs, &queue_url).await[&QueueAttributeName::QueueArn].clone();
+    let same_arn = queue_attributes(&sqs, &queue_url).await[&QueueAttributeName::QueueArn].clone();
     assert_eq!(same_arn, stack.queue_arn);
     eprintln!("drift repaired in {:?}", started.elapsed());
 
@@ -804,7 +770,7 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         "{report:?}"
     );
     assert_eq!(
-        item_count(&ddb, &table).await,
+        audit_item_count(&ddb, &table).await,
         ITEMS + MESSAGES,
         "every message exactly once next to the history (worker: {report:?})"
     );
@@ -820,11 +786,11 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
     wait_gone(&api, "parcels").await;
     drop(operator);
     assert_eq!(
-        queue_attrs(&sqs, &queue_url).await[&QueueAttributeName::QueueArn],
+        queue_attributes(&sqs, &queue_url).await[&QueueAttributeName::QueueArn],
         stack.queue_arn
     );
-    assert!(!queue_attrs(&sqs, &dlq_url).await.is_empty());
-    assert_eq!(item_count(&ddb, &table).await, ITEMS + MESSAGES);
+    assert!(!queue_attributes(&sqs, &dlq_url).await.is_empty());
+    assert_eq!(audit_item_count(&ddb, &table).await, ITEMS + MESSAGES);
     for key in [&stack.queue_key_arn, &stack.table_key_arn] {
         let meta = kms
             .describe_key()
@@ -1083,7 +1049,7 @@ async fn an_adopted_queue_is_wired_to_its_dead_letter_queue_and_deleted_only_whe
     assert_eq!(status.resources["queue"].origin, Origin::Adopted);
     assert_eq!(status.resources["deadLetterQueue"].origin, Origin::Adopted);
     assert_eq!(status.resources["table"].origin, Origin::Created);
-    let q = queue_attrs(&sqs, &queue_url).await;
+    let q = queue_attributes(&sqs, &queue_url).await;
     let redrive: serde_json::Value =
         serde_json::from_str(&q[&QueueAttributeName::RedrivePolicy]).unwrap();
     assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());

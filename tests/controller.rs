@@ -18,20 +18,6 @@ use tracking_worker::contract::{cloudwatch, env};
 
 const RESYNC: Duration = Duration::from_secs(3600);
 
-async fn queue_attributes(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-) -> HashMap<QueueAttributeName, String> {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn default_pipeline_is_the_reference_stack() {
     let kube = testenv::kube();

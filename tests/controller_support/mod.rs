@@ -297,3 +297,42 @@ where
     }
     false
 }
+
+/// Every attribute of an SQS queue.
+pub async fn queue_attributes(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> std::collections::HashMap<aws_sdk_sqs::types::QueueAttributeName, String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default()
+}
+
+/// Audit items, without the worker's own bookkeeping (`#`-prefixed partition keys).
+pub async fn audit_item_count(ddb: &aws_sdk_dynamodb::Client, table: &str) -> usize {
+    use aws_sdk_dynamodb::types::{AttributeValue, Select};
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .select(Select::Count)
+            .filter_expression("NOT begins_with(tracking_id, :hash)")
+            .expression_attribute_values(":hash", AttributeValue::S("#".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        count += page.count() as usize;
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return count;
+        }
+    }
+}
