@@ -59,13 +59,13 @@ env-down: ## stop the local environment and remove .local
 	@if [ -x target/debug/testenv ]; then target/debug/testenv down --dir $(LOCAL); \
 	 else $(CARGO) run --quiet -p testenv --bin testenv -- down --dir $(LOCAL); fi
 
-demo: tools ## build, start everything, provision a pipeline, push 25,000 updates, print a summary
+demo: tools ## build, start everything, provision a pipeline, push 5,000 updates (COUNT=N), print a summary
 	@hack/demo.sh
 
 bench-worker: tools ## worker throughput/CPU/RSS against fast emulators, with a boto3 baseline
 	@bench/worker/run.sh
 
-bench-operator: tools ## apply->Ready time, AWS calls per pipeline, 200 pipelines at once
+bench-operator: tools ## 1,000 pipelines under AWS's quotas: time to Ready, calls/s per service, RSS, steady resync, restart wave (BENCH_PIPELINES=N)
 	@bench/operator/run.sh
 
 bench-autoscale: tools ## a burst scales the worker up and back to zero (vs Lambda's SQS scaling); scale-in under load. BURST=N

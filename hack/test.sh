@@ -16,6 +16,6 @@ for extra in hack/test-*.sh; do
   echo ">> $extra"
   "$extra"
 done
-echo ">> cargo test (unit + integration)"
-cargo test --workspace --no-fail-fast
+echo ">> unit + integration tests, two binaries at a time (hack/run-tests.py)"
+hack/run-tests.py
 echo ">> make test finished in $(( $(date +%s) - start ))s"

@@ -42,14 +42,21 @@ pub struct Limits {
 
 /// Below AWS's default quotas, with room left for the rest of the account: CloudWatch
 /// `DescribeAlarms` 9/s and `PutMetricAlarm`/`DeleteAlarms` 3/s; KMS management calls
-/// (`CreateKey`, `ScheduleKeyDeletion`, key policy and rotation writes) 5/s; IAM's
-/// account-wide control plane; Scheduler and SNS topic calls in the tens per second.
+/// (every key and alias write the operator makes: `CreateKey`, `CreateAlias`, `TagResource`,
+/// rotation, policy, deletion) 5/s each; IAM's account-wide control plane; Scheduler and SNS
+/// topic calls in the tens per second.
 const DEFAULTS: &[(&str, f64, u32)] = &[
     ("kms", 20.0, 20),
     ("kms:CreateKey", 4.0, 4),
+    ("kms:CreateAlias", 4.0, 4),
+    ("kms:DeleteAlias", 4.0, 4),
+    ("kms:TagResource", 4.0, 4),
+    ("kms:EnableKey", 4.0, 4),
+    ("kms:CancelKeyDeletion", 4.0, 4),
     ("kms:ScheduleKeyDeletion", 4.0, 4),
     ("kms:PutKeyPolicy", 4.0, 4),
     ("kms:EnableKeyRotation", 4.0, 4),
+    ("kms:DisableKeyRotation", 4.0, 4),
     ("sqs", 50.0, 50),
     ("dynamodb", 20.0, 20),
     ("sns", 20.0, 20),

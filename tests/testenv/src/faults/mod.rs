@@ -162,6 +162,13 @@ impl Rule {
         self
     }
 
+    /// Only calls of `operation` (e.g. a per-operation quota such as CloudWatch's
+    /// `PutMetricAlarm` next to the service-wide one).
+    pub fn on_operation(mut self, operation: &str) -> Rule {
+        self.operation = operation.to_string();
+        self
+    }
+
     /// The HTTP status of an [`Rule::error`] answer.
     pub fn status(mut self, status: u16) -> Rule {
         if let Kind::Error { status: s, .. } = &mut self.kind {
@@ -399,6 +406,16 @@ mod tests {
     use super::*;
 
     const AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20261202/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=x";
+
+    #[test]
+    fn a_rule_narrowed_to_one_operation_leaves_the_others_alone() {
+        let put = recognise("POST", "/", Some(AUTH), None, "Action=PutMetricAlarm");
+        let describe = recognise("POST", "/", Some(AUTH), None, "Action=DescribeAlarms");
+        let rule = Rule::rate_limit("cloudwatch", 3.0, 3).on_operation("PutMetricAlarm");
+        assert!(rule.matches(&put));
+        assert!(!rule.matches(&describe));
+        assert!(Rule::rate_limit("cloudwatch", 9.0, 9).matches(&describe));
+    }
 
     #[test]
     fn recognises_the_three_protocols() {

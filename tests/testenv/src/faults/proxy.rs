@@ -131,6 +131,11 @@ impl FaultProxy {
         lock(&self.state.calls).clone()
     }
 
+    /// Every faulted call (error rules, rate limits), by `(service, operation)`.
+    pub fn faulted_counts(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.state.faulted).clone()
+    }
+
     pub fn reset_counts(&self) {
         lock(&self.state.calls).clear();
         lock(&self.state.faulted).clear();
