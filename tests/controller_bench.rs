@@ -200,6 +200,19 @@ impl Window {
         )
     }
 
+    /// Calls per service since the window opened, per pipeline.
+    fn print_per_service(&self, aws: &FaultProxy, pipelines: usize) {
+        let mut per_service: BTreeMap<String, u64> = BTreeMap::new();
+        for ((service, _), n) in diff(&aws.call_counts(), &self.first) {
+            *per_service.entry(service).or_default() += n;
+        }
+        let parts: Vec<String> = per_service
+            .iter()
+            .map(|(s, n)| format!("{s} {:.1}", *n as f64 / pipelines as f64))
+            .collect();
+        println!("  calls per pipeline by service: {}", parts.join(", "));
+    }
+
     fn print_peaks(&self) {
         let services: Vec<String> = self
             .peak_service
@@ -340,6 +353,7 @@ async fn operator_benchmark() {
         (reads + writes) as f64 / count as f64
     );
     w.print_peaks();
+    w.print_per_service(&aws, count);
     println!("operator peak RSS: {peak_rss:.1} MiB");
 
     // Steady state: one whole resync interval after the creation's follow-up passes.
@@ -360,6 +374,7 @@ async fn operator_benchmark() {
         (reads + writes) as f64 / secs
     );
     w.print_peaks();
+    w.print_per_service(&aws, count);
     let steady_per_pipeline = (reads + writes) as f64 / count as f64;
     let steady_rate = (reads + writes) as f64 / secs;
 
@@ -391,6 +406,7 @@ async fn operator_benchmark() {
         None => println!("not every pipeline reconciled within {wave_secs} s"),
     }
     w.print_peaks();
+    w.print_per_service(&aws, count);
     println!(
         "operator peak RSS after restart: {:.1} MiB",
         op.peak_rss_mib()
