@@ -105,11 +105,11 @@ def proc_stats(pid):
 
 
 def run_worker(args, env, queue, dlq, table, messages, namespace):
-    port = 19090
+    port = int(os.environ.get("BENCH_METRICS_PORT", "19090"))
     wenv = dict(env, TRACKING_QUEUE_URL=queue, TRACKING_METRICS_NAMESPACE=namespace, TRACKING_DEAD_LETTER_QUEUE_URL=dlq, TRACKING_TABLE_NAME=table,
                 TRACKING_PIPELINE="bench/worker", TRACKING_CONCURRENCY=str(args.concurrency),
                 TRACKING_BATCH_SIZE=str(args.batch_size), TRACKING_MAX_BATCHING_WINDOW_SECONDS=str(args.window),
-                TRACKING_WRITE_MODE=args.write_mode,
+                TRACKING_WRITE_MODE=args.write_mode, TRACKING_AWS_CLIENT=args.client,
                 TRACKING_METRICS_ADDR=f"127.0.0.1:{port}", RUST_LOG="warn")
     t0 = time.monotonic()
     proc = subprocess.Popen([args.worker], env=wenv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -210,6 +210,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--window", type=int, default=1, help="batching window, seconds")
     ap.add_argument("--write-mode", choices=["put", "transaction"], default="put")
+    ap.add_argument("--client", choices=["lean", "sdk"], default="lean",
+                    help="the worker's client for the hot-path calls (TRACKING_AWS_CLIENT)")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--shallow", action="store_true", help="produce while draining (for moto)")
     args = ap.parse_args()
@@ -250,7 +252,7 @@ def main():
     print(f"messages: {messages} ({sent['distinct_updates']} distinct updates, "
           f"{sent['duplicates']} duplicates, {sent['poison']} poison)")
     print(f"worker: release build, concurrency {args.concurrency} x batch {args.batch_size} "
-          f"(window {args.window}s), write mode {args.write_mode}")
+          f"(window {args.window}s), write mode {args.write_mode}, client {args.client}")
     rows = [("worker", w, messages)]
     if b:
         rows.append(("baseline", b, b["received"]))

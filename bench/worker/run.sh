@@ -6,7 +6,8 @@
 # stays on loopback. Falls back to moto for everything when the emulators cannot be had (with a
 # shallow queue: moto slows sharply with depth).
 # Usage: bench/worker/run.sh [bench.py options: --count N, --concurrency N, --batch-size N,
-#        --window S, --write-mode put|transaction, --skip-baseline]
+#        --window S, --write-mode put|transaction, --client lean|sdk, --skip-baseline]
+# Ports: BENCH_SQS_PORT, BENCH_DDB_PORT, BENCH_MOTO_PORT, BENCH_METRICS_PORT (the worker's).
 # BENCH_NO_BUILD=1 skips the release build; BENCH_WORKER=path runs another worker binary.
 set -euo pipefail
 

@@ -17,6 +17,20 @@ pub const DEFAULT_DRAIN_SECONDS: u64 = crate::contract::DRAIN_SECONDS;
 /// Worker-only knob: how a batch's updates reach the table.
 pub const WRITE_MODE_ENV: &str = "TRACKING_WRITE_MODE";
 
+/// Worker-only knob: which client makes the hot-path calls.
+pub const AWS_CLIENT_ENV: &str = "TRACKING_AWS_CLIENT";
+
+/// Which client makes the hot-path calls (`ReceiveMessage`, `DeleteMessageBatch`, `PutItem`,
+/// `TransactWriteItems`); every other call is the SDK's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// [`crate::lean::Lean`]: hyper + `aws-sigv4`, a fraction of the SDK's CPU per call (the
+    /// default). Falls back to the SDK where it cannot serve the configuration.
+    Lean,
+    /// The AWS SDK for everything.
+    Sdk,
+}
+
 /// How a batch's updates are written. Both are exactly-once (conditional puts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
@@ -37,6 +51,7 @@ pub struct Config {
     /// Identifies this replica in bookkeeping items (the pod name in Kubernetes).
     pub replica: String,
     pub write_mode: WriteMode,
+    pub client: ClientKind,
 }
 
 impl Config {
@@ -46,6 +61,7 @@ impl Config {
             drain: Duration::from_secs(DEFAULT_DRAIN_SECONDS),
             replica: replica_name(),
             write_mode: WriteMode::Put,
+            client: ClientKind::Lean,
         }
     }
 
@@ -70,6 +86,19 @@ impl Config {
                         var: WRITE_MODE_ENV,
                         value: raw.clone(),
                         reason: "must be put or transaction".into(),
+                    });
+                }
+            };
+        }
+        if let Ok(raw) = std::env::var(AWS_CLIENT_ENV) {
+            config.client = match raw.trim() {
+                "" | "lean" => ClientKind::Lean,
+                "sdk" => ClientKind::Sdk,
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        var: AWS_CLIENT_ENV,
+                        value: raw.clone(),
+                        reason: "must be lean or sdk".into(),
                     });
                 }
             };

@@ -186,20 +186,15 @@ pub async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
 async fn receive(ctx: &Ctx, max: i32, wait: i32) -> Result<Vec<Message>> {
     ctx.metrics.call("sqs", "ReceiveMessage");
     let visibility = ctx.config.settings.visibility_timeout_seconds;
-    let out = ctx
-        .sqs
-        .receive_message()
-        .queue_url(&ctx.config.settings.queue_url)
-        .max_number_of_messages(max)
-        .wait_time_seconds(wait)
-        // The visibility the heartbeat assumes, whatever the queue's default is.
-        .set_visibility_timeout((visibility > 0).then_some(visibility as i32))
-        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-        .send()
+    // The visibility the heartbeat assumes, whatever the queue's default is.
+    ctx.sqs
+        .receive(
+            &ctx.config.settings.queue_url,
+            max,
+            wait,
+            (visibility > 0).then_some(visibility as i32),
+        )
         .await
-        .map_err(|e| Error::aws("sqs.ReceiveMessage", e))?;
-    Ok(out.messages.unwrap_or_default())
 }
 
 /// Keeps a batch invisible while it is being collected and processed (work that runs long,

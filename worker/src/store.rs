@@ -2,6 +2,7 @@
 //! an update is detected by DynamoDB itself, atomically, across every replica.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -10,6 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::error::ErrorClass;
+use crate::lean::Lean;
 
 use crate::error::{Error, Result};
 use crate::model::attr;
@@ -75,6 +77,8 @@ impl ItemVerdict {
 pub struct Store {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The hot-path writes (`put_audit`, `put_new_all`) go through it when set.
+    lean: Option<Arc<Lean>>,
 }
 
 impl Store {
@@ -82,7 +86,14 @@ impl Store {
         Self {
             client,
             table: table.into(),
+            lean: None,
         }
+    }
+
+    /// The same, with the audit writes made by the lean client.
+    pub fn with_lean(mut self, lean: Option<Arc<Lean>>) -> Self {
+        self.lean = lean;
+        self
     }
 
     /// Puts `item` unless an item with its key exists.
@@ -93,12 +104,16 @@ impl Store {
 
     /// Puts an audit item unless its key exists; on a failed condition DynamoDB returns the
     /// existing item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`, no extra read).
-    pub async fn put_audit(&self, item: Item) -> Result<AuditOutcome> {
+    pub async fn put_audit(&self, item: &Item) -> Result<AuditOutcome> {
+        if let Some(lean) = &self.lean {
+            return lean.put_audit(&self.table, item).await;
+        }
         let sent = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            // The SDK takes the item by value: one copy per attempt, none kept around.
+            .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", attr::TRACKING_ID)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -155,6 +170,9 @@ impl Store {
     /// existing item, as [`Store::put_audit`] gets it). `token` makes a retry of a call whose
     /// answer was lost return the first outcome.
     pub async fn put_new_all(&self, items: &[&Item], token: &str) -> Result<TransactOutcome> {
+        if let Some(lean) = &self.lean {
+            return lean.put_new_all(&self.table, items, token).await;
+        }
         let mut ops = Vec::with_capacity(items.len());
         for item in items {
             // The SDK takes its input by value: this is the one copy of the item per call.

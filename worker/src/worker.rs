@@ -8,16 +8,18 @@ use aws_config::SdkConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use crate::config::{self, ClientKind, Config};
 use crate::error::{Error, Result};
+use crate::lean::Lean;
 use crate::maintenance::DailyCounters;
 use crate::metrics::{Metrics, Report};
+use crate::queue::Sqs;
 use crate::store::Store;
 
 /// What every task shares.
 pub struct Ctx {
     pub config: Config,
-    pub sqs: aws_sdk_sqs::Client,
+    pub sqs: Sqs,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub counters: DailyCounters,
@@ -26,6 +28,38 @@ pub struct Ctx {
     /// Fired when the drain deadline passes: give up retrying in-flight work (it stays in
     /// the queue and is redelivered; the idempotent write makes that safe).
     pub abandon: CancellationToken,
+}
+
+impl Ctx {
+    /// The context for `config`, with the clients built from `sdk` (the hot path on the lean
+    /// client unless the configuration says otherwise or it cannot serve it).
+    pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        let lean = match config.client {
+            ClientKind::Lean => {
+                let lean = Lean::new(sdk).map(Arc::new);
+                if lean.is_none() {
+                    tracing::info!(
+                        "the lean client cannot serve this configuration; using the SDK"
+                    );
+                }
+                lean
+            }
+            ClientKind::Sdk => None,
+        };
+        Self {
+            sqs: Sqs::new(config::sqs_client(sdk), lean.clone()),
+            store: Store::new(
+                config::dynamodb_client(sdk),
+                config.settings.table_name.clone(),
+            )
+            .with_lean(lean),
+            metrics: Arc::new(Metrics::new()),
+            counters: DailyCounters::default(),
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            config,
+        }
+    }
 }
 
 /// A running worker.
@@ -42,19 +76,8 @@ pub struct Worker {
 impl Worker {
     /// Binds the HTTP port and starts the receivers.
     pub async fn start(config: Config, sdk: &SdkConfig) -> Result<Self> {
-        let metrics = Arc::new(Metrics::new());
-        let ctx = Arc::new(Ctx {
-            sqs: config::sqs_client(sdk),
-            store: Store::new(
-                config::dynamodb_client(sdk),
-                config.settings.table_name.clone(),
-            ),
-            metrics: metrics.clone(),
-            counters: DailyCounters::default(),
-            stop: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            config,
-        });
+        let ctx = Arc::new(Ctx::new(config, sdk));
+        let metrics = ctx.metrics.clone();
         let ready = Arc::new(AtomicBool::new(false));
         let background_stop = CancellationToken::new();
         let mut background = JoinSet::new();

@@ -133,8 +133,7 @@ async fn write_each(ctx: &Ctx, pending: Vec<&Pending>) -> Vec<(usize, Result<Wri
 /// One conditional put (retried under backoff), with the existing item on a failed condition.
 async fn put_audit(ctx: &Ctx, item: &Item) -> Result<AuditOutcome> {
     with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "PutItem", || {
-        // The SDK takes the item by value: one copy per attempt, none kept around.
-        ctx.store.put_audit(item.clone())
+        ctx.store.put_audit(item)
     })
     .await
 }

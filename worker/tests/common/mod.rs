@@ -325,18 +325,7 @@ impl Pipeline {
     /// The same, talking to `endpoint` (a fault proxy in front of moto).
     pub async fn ctx_at(&self, endpoint: &str) -> tracking_worker::Ctx {
         let sdk = testenv::sdk_config_for(endpoint).await;
-        tracking_worker::Ctx {
-            sqs: tracking_worker::config::sqs_client(&sdk),
-            store: tracking_worker::store::Store::new(
-                tracking_worker::config::dynamodb_client(&sdk),
-                self.table.clone(),
-            ),
-            metrics: std::sync::Arc::new(tracking_worker::metrics::Metrics::new()),
-            counters: Default::default(),
-            stop: Default::default(),
-            abandon: Default::default(),
-            config: self.config(endpoint),
-        }
+        tracking_worker::Ctx::new(self.config(endpoint), &sdk)
     }
 
     /// The items of one tracking id.
