@@ -20,9 +20,12 @@ emulators_available() {
     && emulators_fetch elasticmq && emulators_fetch dynamodb
 }
 
-wait_port() { # $1 = port, $2 = name (its log: $BENCH_CACHE/<name>-<port>.log)
+wait_port() { # $1 = port, $2 = name (its log: $BENCH_CACHE/<name>-<port>.log), $3 = its pid
   for _ in $(seq 1 120); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    # Died: usually "address in use" because a client connection held the port as its
+    # ephemeral source port for a moment (these ports are in Linux's ephemeral range).
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 1; fi
     sleep 0.5
   done
   echo "bench: $2 did not start; see $BENCH_CACHE/$2-$1.log" >&2; return 1
@@ -35,7 +38,20 @@ start_moto() { # $1 = port
   wait_port "$1" moto
 }
 
-start_elasticmq() { # $1 = port
+# Starts `$2 $1` up to three times, for a port briefly taken by another process's connection.
+with_retries() { # $1 = port, $2 = start function, $3 = name
+  for _ in 1 2 3; do
+    "$2" "$1"
+    wait_port "$1" "$3" "${PIDS[-1]}" && return 0
+    sleep 2
+  done
+  echo "bench: $3 did not start; see $BENCH_CACHE/$3-$1.log" >&2; return 1
+}
+
+start_elasticmq() { with_retries "$1" launch_elasticmq elasticmq; }
+start_dynamodb() { with_retries "$1" launch_dynamodb dynamodb; }
+
+launch_elasticmq() { # $1 = port
   local conf="$BENCH_CACHE/elasticmq-$1.conf"
   cat >"$conf" <<CONF
 include classpath("application.conf")
@@ -45,12 +61,10 @@ rest-stats { enabled = false }
 CONF
   java -Dconfig.file="$conf" -cp "$BENCH_CACHE/elasticmq/*" org.elasticmq.server.Main \
        >"$BENCH_CACHE/elasticmq-$1.log" 2>&1 & PIDS+=($!)
-  wait_port "$1" elasticmq
 }
 
-start_dynamodb() { # $1 = port; in memory
+launch_dynamodb() { # $1 = port; in memory
   (cd "$BENCH_CACHE/dynamodb" && exec java -Djava.library.path="$BENCH_CACHE/dynamodb" \
        -cp "$BENCH_CACHE/dynamodb/*" software.amazon.dynamodb.services.local.main.ServerRunner \
        -inMemory -port "$1") >"$BENCH_CACHE/dynamodb-$1.log" 2>&1 & PIDS+=($!)
-  wait_port "$1" dynamodb
 }
