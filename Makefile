@@ -7,7 +7,7 @@ LOCAL := $(CURDIR)/.local
 NODE ?= 1
 IMAGE_TAG ?= dev
 
-.PHONY: help tools test fmt-check clippy crds chart-lint images docker-images env-up env-down demo bench-worker bench-operator bench-autoscale build release
+.PHONY: help tools test fmt-check clippy crds chart-lint images docker-images env-up env-down demo bench-worker bench-worker-soak bench-operator bench-autoscale build release
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ demo: tools ## build, start everything, provision a pipeline, push 5,000 updates
 
 bench-worker: tools ## worker throughput/CPU/RSS against fast emulators, with a boto3 baseline
 	@bench/worker/run.sh
+
+bench-worker-soak: tools ## 100,000 messages, 2 workers, SIGKILLs, DynamoDB outage/throttling/lost answers: exactly once, poison only in the DLQ
+	@bench/soak/run.sh
 
 bench-operator: tools ## 1,000 pipelines under AWS's quotas: time to Ready, calls/s per service, RSS, steady resync, restart wave (BENCH_PIPELINES=N)
 	@bench/operator/run.sh

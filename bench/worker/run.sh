@@ -13,28 +13,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/bench/worker"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/tracking-operator/bench"
 SQS_PORT="${BENCH_SQS_PORT:-19324}"
 DDB_PORT="${BENCH_DDB_PORT:-18000}"
-mkdir -p "$CACHE"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-
-fetch() { # $1 = profile (elasticmq | dynamodb)
-  [ -n "$(ls "$CACHE/$1"/*.jar 2>/dev/null)" ] && return 0
-  echo "bench: fetching $1 from Maven Central into $CACHE/$1" >&2
-  mvn -B -q -f "$HERE/pom.xml" -P "$1" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$CACHE/$1" >"$CACHE/mvn-$1.log" 2>&1
-}
-
-wait_port() { # $1 = port, $2 = name
-  for _ in $(seq 1 120); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.5
-  done
-  echo "bench: $2 did not start; see $CACHE/$2.log" >&2; return 1
-}
+# shellcheck source=../emulators.sh
+. "$ROOT/bench/emulators.sh"
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
   echo "bench: building release binaries" >&2
@@ -51,27 +36,13 @@ export AWS_EC2_METADATA_DISABLED=true
 # exit). Every service the worker, trackctl and the baseline call (SQS, DynamoDB, CloudWatch)
 # gets a loopback endpoint; bench.py refuses to run otherwise. Not AWS_ENDPOINT_URL next to the
 # per-service ones: the worker takes it as an explicit endpoint for every client.
-MOTO_BIN="$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/tracking-operator/moto-*/bin/moto_server 2>/dev/null | tail -1)"
-MOTO_BIN="${MOTO_BIN:-moto_server}"
 MOTO_PORT="${BENCH_MOTO_PORT:-15000}"
-"$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$CACHE/moto.log" 2>&1 & PIDS+=($!)
-wait_port "$MOTO_PORT" moto
+start_moto "$MOTO_PORT"
 export AWS_ENDPOINT_URL_CLOUDWATCH="http://127.0.0.1:$MOTO_PORT"
 
-if command -v java >/dev/null && command -v mvn >/dev/null && fetch elasticmq && fetch dynamodb; then
-  cat >"$CACHE/elasticmq.conf" <<CONF
-include classpath("application.conf")
-node-address { protocol = http, host = 127.0.0.1, port = $SQS_PORT, context-path = "" }
-rest-sqs { enabled = true, bind-port = $SQS_PORT, bind-hostname = "127.0.0.1", sqs-limits = strict }
-rest-stats { enabled = false }
-CONF
-  java -Dconfig.file="$CACHE/elasticmq.conf" -cp "$CACHE/elasticmq/*" org.elasticmq.server.Main \
-       >"$CACHE/elasticmq.log" 2>&1 & PIDS+=($!)
-  (cd "$CACHE/dynamodb" && exec java -Djava.library.path="$CACHE/dynamodb" -cp "$CACHE/dynamodb/*" \
-       software.amazon.dynamodb.services.local.main.ServerRunner -inMemory -port "$DDB_PORT") \
-       >"$CACHE/dynamodb.log" 2>&1 & PIDS+=($!)
-  wait_port "$SQS_PORT" elasticmq
-  wait_port "$DDB_PORT" dynamodb
+if emulators_available; then
+  start_elasticmq "$SQS_PORT"
+  start_dynamodb "$DDB_PORT"
   export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT" AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT"
   BACKEND="ElasticMQ (SQS) + DynamoDB Local 3.1.0 (in memory), from Maven Central, moto (CloudWatch), all on loopback"
 else

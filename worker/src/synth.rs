@@ -42,6 +42,8 @@ pub const POISON_KINDS: &[&str] = &[
     "number_out_of_range",
     "nesting_too_deep",
     "empty_map_key",
+    "item_too_large",
+    "field_too_long",
 ];
 
 /// What to generate.
@@ -152,32 +154,42 @@ pub fn plan(spec: &Spec) -> Plan {
     }
 }
 
-/// The same update as a producer would re-send it: other field order, the time in another
-/// zone spelling. It must map to the same item.
+/// The same update as a producer would re-send it through another serializer: other field
+/// order (at every level), whitespace, numbers spelled otherwise (`3` as `3.0`, `12.5` as
+/// `1.25e1`), the time in another zone. It must map to the same item (same key, same digest).
 fn producer_retry(update: &Value) -> String {
-    let Some(obj) = update.as_object() else {
-        return update.to_string();
-    };
     let plus_one = chrono::FixedOffset::east_opt(3_600);
-    let mut fields: Vec<String> = obj
-        .iter()
-        .rev()
-        .map(|(k, v)| {
-            let respelled = match (k.as_str(), v.as_str(), plus_one) {
-                ("timestamp", Some(t), Some(zone)) => chrono::DateTime::parse_from_rfc3339(t)
-                    .ok()
-                    .map(|t| Value::String(t.with_timezone(&zone).to_rfc3339())),
-                _ => None,
-            };
-            format!(
-                "{}:{}",
-                Value::String(k.clone()),
-                respelled.as_ref().unwrap_or(v)
-            )
-        })
-        .collect();
-    fields.rotate_left(1);
-    format!("{{{}}}", fields.join(","))
+    let mut update = update.clone();
+    if let (Some(t), Some(zone)) = (update.get("timestamp").and_then(Value::as_str), plus_one)
+        && let Ok(t) = chrono::DateTime::parse_from_rfc3339(t)
+    {
+        update["timestamp"] = Value::String(t.with_timezone(&zone).to_rfc3339());
+    }
+    respell(&update)
+}
+
+/// `value` as JSON text with reversed object keys, spaces, and numbers in another spelling.
+fn respell(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .rev()
+                .map(|(k, v)| format!("{} : {}", Value::String(k.clone()), respell(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(" ,\n "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(respell).collect();
+            format!("[ {} ]", items.join(", "))
+        }
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => format!("{i}.0"),
+            (None, Some(f)) => format!("{f:e}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 pub fn poison_body(kind: &str, prefix: &str, n: usize) -> String {
@@ -214,6 +226,16 @@ pub fn poison_body(kind: &str, prefix: &str, n: usize) -> String {
             json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": ts, "details": {"": n}})
                 .to_string()
         }
+        // Under SQS's 256 KiB, over DynamoDB's 400 KB once stored: a list element costs more
+        // in an item than in JSON.
+        "item_too_large" => format!(
+            r#"{{"tracking_id":"{prefix}-P{n}","timestamp":"{ts}","details":[{}[1]]}}"#,
+            "[1],".repeat(60_000)
+        ),
+        "field_too_long" => {
+            json!({"tracking_id": format!("{prefix}-P{n}"), "timestamp": ts, "status": "S".repeat(3000)})
+                .to_string()
+        }
         _ => format!("{prefix}-{n} is not a kind of poison"),
     }
 }
@@ -224,9 +246,13 @@ mod tests {
     use crate::model::{Parsed, parse};
     use std::collections::BTreeSet;
 
-    fn key(body: &str) -> Option<(String, String)> {
+    /// The item key and content digest: a re-serialised retry must match both, or it would
+    /// be stored again as a key conflict.
+    fn key(body: &str) -> Option<(String, String, String)> {
         match parse(body) {
-            Ok(Parsed::Update(u)) => Some((u.tracking_id.clone(), u.sort_key())),
+            Ok(Parsed::Update(u)) => {
+                Some((u.tracking_id.clone(), u.sort_key(), u.content_digest()))
+            }
             _ => None,
         }
     }
@@ -261,7 +287,13 @@ mod tests {
             .filter_map(|b| parse(b).err())
             .map(|e| e.code())
             .collect();
-        assert_eq!(codes.len(), POISON_KINDS.len(), "{codes:?}");
+        assert_eq!(
+            codes,
+            POISON_KINDS.iter().copied().collect(),
+            "each kind is its code"
+        );
+        let respelled = p.bodies.iter().filter(|b| b.contains(".0 ")).count();
+        assert!(respelled > 0, "some retries spell numbers otherwise");
     }
 
     #[test]

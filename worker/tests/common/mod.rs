@@ -27,8 +27,22 @@ pub struct Pipeline {
 /// Creates a DLQ, a queue redriving to it after 3 receives, and the audit table.
 pub async fn pipeline(prefix: &str, visibility: u32) -> Pipeline {
     let sdk = testenv::moto().sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    pipeline_on(
+        aws_sdk_sqs::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(&sdk),
+        prefix,
+        visibility,
+    )
+    .await
+}
+
+/// The same on other backends (the soak's ElasticMQ and DynamoDB Local).
+pub async fn pipeline_on(
+    sqs: aws_sdk_sqs::Client,
+    ddb: aws_sdk_dynamodb::Client,
+    prefix: &str,
+    visibility: u32,
+) -> Pipeline {
     let name = testenv::unique_name(prefix);
     let dlq_url = sqs
         .create_queue()
