@@ -12,28 +12,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/bench/worker"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/tracking-operator/bench"
 SQS_PORT="${BENCH_SQS_PORT:-19324}"
 DDB_PORT="${BENCH_DDB_PORT:-18000}"
-mkdir -p "$CACHE"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-
-fetch() { # $1 = profile (elasticmq | dynamodb)
-  [ -n "$(ls "$CACHE/$1"/*.jar 2>/dev/null)" ] && return 0
-  echo "bench: fetching $1 from Maven Central into $CACHE/$1" >&2
-  mvn -B -q -f "$HERE/pom.xml" -P "$1" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$CACHE/$1" >"$CACHE/mvn-$1.log" 2>&1
-}
-
-wait_port() { # $1 = port, $2 = name
-  for _ in $(seq 1 120); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.5
-  done
-  echo "bench: $2 did not start; see $CACHE/$2.log" >&2; return 1
-}
+# bench_fetch, bench_wait_port, bench_start_elasticmq, bench_start_dynamodb; $BENCH_CACHE.
+. "$ROOT/bench/lib/emulators.sh"
+CACHE="$BENCH_CACHE"
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
   echo "bench: building release binaries" >&2
@@ -54,23 +40,12 @@ MOTO_BIN="$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/tracking-operator/moto-*/bin
 MOTO_BIN="${MOTO_BIN:-moto_server}"
 MOTO_PORT="${BENCH_MOTO_PORT:-15000}"
 "$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$CACHE/moto.log" 2>&1 & PIDS+=($!)
-wait_port "$MOTO_PORT" moto
+bench_wait_port "$MOTO_PORT" moto
 export AWS_ENDPOINT_URL_CLOUDWATCH="http://127.0.0.1:$MOTO_PORT"
 
-if command -v java >/dev/null && command -v mvn >/dev/null && fetch elasticmq && fetch dynamodb; then
-  cat >"$CACHE/elasticmq.conf" <<CONF
-include classpath("application.conf")
-node-address { protocol = http, host = 127.0.0.1, port = $SQS_PORT, context-path = "" }
-rest-sqs { enabled = true, bind-port = $SQS_PORT, bind-hostname = "127.0.0.1", sqs-limits = strict }
-rest-stats { enabled = false }
-CONF
-  java -Dconfig.file="$CACHE/elasticmq.conf" -cp "$CACHE/elasticmq/*" org.elasticmq.server.Main \
-       >"$CACHE/elasticmq.log" 2>&1 & PIDS+=($!)
-  (cd "$CACHE/dynamodb" && exec java -Djava.library.path="$CACHE/dynamodb" -cp "$CACHE/dynamodb/*" \
-       software.amazon.dynamodb.services.local.main.ServerRunner -inMemory -port "$DDB_PORT") \
-       >"$CACHE/dynamodb.log" 2>&1 & PIDS+=($!)
-  wait_port "$SQS_PORT" elasticmq
-  wait_port "$DDB_PORT" dynamodb
+if bench_emulators_available; then
+  bench_start_elasticmq "$SQS_PORT"
+  bench_start_dynamodb "$DDB_PORT"
   export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT" AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT"
   BACKEND="ElasticMQ (SQS) + DynamoDB Local 3.1.0 (in memory), from Maven Central, moto (CloudWatch), all on loopback"
 else
