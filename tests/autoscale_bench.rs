@@ -848,6 +848,7 @@ async fn bench_autoscale() {
         let before = kubelet.stopped.len();
         // Sent whole before any worker runs (see the burst).
         op.pause_autoscaler();
+        let first_send = Instant::now();
         send(&sqs, &url, &plan2.bodies).await;
         set_autoscaling(&api, "burst", json!({"minReplicas": 4, "maxReplicas": 4})).await;
         op.resume_autoscaler();
@@ -886,6 +887,15 @@ async fn bench_autoscale() {
             )
             .await;
         let drained = forced.elapsed();
+        let phase = first_send.elapsed();
+        let visibility = Duration::from_secs(
+            kubelet
+                .env
+                .iter()
+                .find(|(k, _)| k == tracking_worker::contract::env::VISIBILITY_TIMEOUT_SECONDS)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(150),
+        );
         kubelet.stop_all().await;
         let workers = kubelet.stopped[before..].to_vec();
         let stopped3: Vec<&Stopped> = workers.iter().take(3).collect();
@@ -963,6 +973,14 @@ async fn bench_autoscale() {
             "redelivered, any cause (received - sent)",
             received as i64 - scale_in as i64
         );
+        // A message taken by a receive nobody reads (a long poll dropped by a stopping
+        // worker) counts in no worker's totals; it comes back only after the visibility
+        // timeout, so a queue emptied sooner had none.
+        println!(
+            "{:<42} {:>14}",
+            "first send to drained / visibility timeout",
+            format!("{:.1} s / {} s", phase.as_secs_f64(), visibility.as_secs())
+        );
         let left = (depth(&sqs, &url).await, depth(&sqs, &dlq_url).await);
         println!(
             "{:<42} {:>14}",
@@ -996,6 +1014,10 @@ async fn bench_autoscale() {
             assert_eq!(total(&workers, "duplicates"), 0, "duplicates");
             assert_eq!(received, scale_in as u64, "received == sent");
             assert_eq!(left, ((0, 0), (0, 0)), "queue and DLQ empty");
+            assert!(
+                phase < visibility,
+                "drained only after a visibility timeout: a message was stranded in flight"
+            );
             assert!(
                 stopped3.iter().all(|w| w.clean && !w.killed),
                 "every stopped worker exited 0 within the grace period"
