@@ -71,5 +71,5 @@ bench-worker-soak: tools ## 100,000 messages, 2 workers, SIGKILLs, DynamoDB outa
 bench-operator: tools ## 1,000 pipelines under AWS's quotas: time to Ready, calls/s per service, RSS, steady resync, restart wave (BENCH_PIPELINES=N)
 	@bench/operator/run.sh
 
-bench-autoscale: tools ## a burst scales the worker up and back to zero (vs Lambda's SQS scaling); scale-in under load. BURST=N
+bench-autoscale: tools ## a 20,000-message burst scales the worker up and back to zero (vs Lambda); scale-in 4->1 under load, proof asserted. Data path on ElasticMQ + DynamoDB Local. BURST=N SCALE_IN=N
 	@bench/autoscale/run.sh

@@ -63,8 +63,8 @@ CONF
        >"$BENCH_CACHE/elasticmq-$1.log" 2>&1 & PIDS+=($!)
 }
 
-launch_dynamodb() { # $1 = port; in memory
+launch_dynamodb() { # $1 = port; in memory, one database for every access key and region
   (cd "$BENCH_CACHE/dynamodb" && exec java -Djava.library.path="$BENCH_CACHE/dynamodb" \
        -cp "$BENCH_CACHE/dynamodb/*" software.amazon.dynamodb.services.local.main.ServerRunner \
-       -inMemory -port "$1") >"$BENCH_CACHE/dynamodb-$1.log" 2>&1 & PIDS+=($!)
+       -inMemory -sharedDb -port "$1") >"$BENCH_CACHE/dynamodb-$1.log" 2>&1 & PIDS+=($!)
 }

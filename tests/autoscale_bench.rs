@@ -20,6 +20,8 @@
 //! TRACKING_WORKER_BIN (default: `tracking-worker` next to this test's target dir).
 
 mod controller_support;
+#[path = "autoscale_bench/emulators.rs"]
+mod emulators;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use controller_support::*;
+use emulators::Emulators;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -130,19 +133,23 @@ struct Kubelet {
 }
 
 impl Kubelet {
-    fn new(template: &Deployment) -> Kubelet {
+    /// `data` rewrites the template's environment when the data path runs on the emulators.
+    fn new(template: &Deployment, data: Option<&Emulators>) -> Kubelet {
         let pod = template
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.clone())
             .expect("pod template");
-        let env = pod.containers[0]
+        let mut env: Vec<(String, String)> = pod.containers[0]
             .env
             .clone()
             .unwrap_or_default()
             .into_iter()
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect();
+        if let Some(data) = data {
+            env = data.worker_env(env);
+        }
         let grace = Duration::from_secs(
             pod.termination_grace_period_seconds
                 .and_then(|s| u64::try_from(s).ok())
@@ -296,10 +303,15 @@ fn total(stopped: &[Stopped], key: &str) -> u64 {
 /// The controller and the autoscaler, as `main` runs them for the leader. The autoscaler can
 /// be paused while a burst is sent, so the burst is whole in the queue when scaling starts.
 struct Operator {
-    ctx: Arc<Context>,
+    /// The autoscaler's context: the controller's, but with its own AWS clients and call
+    /// counter (on ElasticMQ when the data path is on the emulators).
+    scaler_ctx: Arc<Context>,
     controller: tokio::task::JoinHandle<()>,
     scaler: Option<tokio::task::JoinHandle<()>>,
+    /// Every AWS call of the controller (reconciles).
     calls: CallCounter,
+    /// Every AWS call of the autoscaler.
+    scaler_calls: CallCounter,
 }
 
 impl Operator {
@@ -311,7 +323,10 @@ impl Operator {
 
     fn resume_autoscaler(&mut self) {
         self.pause_autoscaler();
-        self.scaler = Some(tokio::spawn(autoscale::run(self.ctx.clone(), INTERVAL)));
+        self.scaler = Some(tokio::spawn(autoscale::run(
+            self.scaler_ctx.clone(),
+            INTERVAL,
+        )));
     }
 }
 
@@ -322,13 +337,16 @@ impl Drop for Operator {
     }
 }
 
-async fn start(namespace: &str) -> Operator {
+/// `scaler_sqs`: the SDK config of the autoscaler's clients (moto's when `None`).
+async fn start(namespace: &str, scaler_sqs: Option<&aws_config::SdkConfig>) -> Operator {
     let endpoint = testenv::moto().endpoint();
     let client = testenv::kube().client().await;
     let sdk = testenv::sdk_config_for(&endpoint).await;
     let calls = CallCounter::new();
     let aws = AwsClients::with_counter(&sdk, calls.clone());
     let metrics = Arc::new(Metrics::new(calls.clone()));
+    let scaler_calls = CallCounter::new();
+    let scaler_sdk = scaler_sqs.unwrap_or(&sdk);
     let mut config = Config::new("example.com/tracking-worker:bench");
     // No resync during the bench: AWS calls after the first reconciles are the autoscaler's
     // (or a reconcile a watch event caused, which the printout would show).
@@ -337,17 +355,25 @@ async fn start(namespace: &str) -> Operator {
     config.namespace = Some(namespace.to_string());
     config.endpoint_url = Some(endpoint);
     config.worker_start_grace = Duration::from_secs(24 * 3600);
+    let scaler_ctx = Arc::new(Context::new(
+        client.clone(),
+        &sdk,
+        config.clone(),
+        Arc::new(Metrics::new(scaler_calls.clone())),
+        AwsClients::with_counter(scaler_sdk, scaler_calls.clone()),
+    ));
     let ctx = Arc::new(Context::new(client, &sdk, config, metrics, aws));
     let controller = tokio::spawn(controller::run(
-        ctx.clone(),
+        ctx,
         Arc::new(Health::default()),
         std::future::pending(),
     ));
     let mut op = Operator {
-        ctx,
+        scaler_ctx,
         controller,
         scaler: None,
         calls,
+        scaler_calls,
     };
     op.resume_autoscaler();
     op
@@ -560,7 +586,13 @@ async fn bench_autoscale() {
     let scale_in = knob("SCALE_IN", burst);
     let max_replicas = knob("BENCH_MAX_REPLICAS", 8) as i32;
     let target = knob("BENCH_TARGET", 500) as i32;
-    let concurrency = knob("BENCH_WORKER_CONCURRENCY", 2) as i32;
+    let moto_endpoint = testenv::moto().endpoint();
+    let mut data = Emulators::from_env(&moto_endpoint).await;
+    // moto's SQS is not safe under many concurrent receivers; ElasticMQ is.
+    let concurrency = knob(
+        "BENCH_WORKER_CONCURRENCY",
+        if data.is_some() { 4 } else { 2 },
+    ) as i32;
     let batch_size = 10;
     let bin = worker_bin();
     assert!(
@@ -570,7 +602,7 @@ async fn bench_autoscale() {
     );
 
     let ns = testenv::kube().namespace("bench-autoscale").await;
-    let mut op = start(&ns).await;
+    let mut op = start(&ns, data.as_ref().map(|d| &d.sqs)).await;
     let api = pipelines(&ns).await;
     create(
         &api,
@@ -595,14 +627,30 @@ async fn bench_autoscale() {
     .await;
     let p = wait_ready(&api, "burst").await;
     let outputs = p.status.clone().expect("status").outputs;
-    let url = outputs.queue_url.expect("queue URL");
-    let table = outputs.table_name.expect("table name");
+    let moto_sdk = testenv::sdk_config_for(&moto_endpoint).await;
+    if let Some(d) = data.as_mut() {
+        d.mirror(&moto_sdk, &outputs).await;
+    }
+    let moto_url = outputs.queue_url.clone().expect("queue URL");
+    let moto_dlq = outputs.dead_letter_queue_url.clone().expect("DLQ URL");
+    let (url, dlq_url) = match &data {
+        Some(d) => (d.url(&moto_url), d.url(&moto_dlq)),
+        None => (moto_url, moto_dlq),
+    };
+    let table = outputs.table_name.clone().expect("table name");
     let name = format!("{}-worker", p.metadata.name.clone().expect("name"));
     let deployments: Api<Deployment> = Api::namespaced(testenv::kube().client().await, &ns);
-    let sdk = testenv::sdk_config_for(&testenv::moto().endpoint()).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let mut kubelet = Kubelet::new(&deployments.get(&name).await.expect("Deployment"));
+    let sqs = aws_sdk_sqs::Client::new(data.as_ref().map_or(&moto_sdk, |d| &d.sqs));
+    let ddb = aws_sdk_dynamodb::Client::new(data.as_ref().map_or(&moto_sdk, |d| &d.dynamodb));
+    let mut kubelet = Kubelet::new(
+        &deployments.get(&name).await.expect("Deployment"),
+        data.as_ref(),
+    );
+    eprintln!(
+        "{}",
+        data.as_ref()
+            .map_or("everything on moto".to_string(), Emulators::describe)
+    );
     let watch = Watch {
         deployments: &deployments,
         name: &name,
@@ -643,7 +691,7 @@ async fn bench_autoscale() {
     let sending = Instant::now();
     send(&sqs, &url, &plan1.bodies).await;
     let sent = sending.elapsed();
-    let calls_before = op.calls.snapshot();
+    let calls_before = (op.calls.snapshot(), op.scaler_calls.snapshot());
     let t0 = Instant::now();
     op.resume_autoscaler();
     let mut drained: Option<Instant> = None;
@@ -662,7 +710,8 @@ async fn bench_autoscale() {
         .await;
     let back_to_zero = t0.elapsed();
     let drained = drained.expect("drained").duration_since(t0);
-    let calls = diff(&op.calls.snapshot(), &calls_before);
+    let calls = diff(&op.calls.snapshot(), &calls_before.0);
+    let scaler_calls = diff(&op.scaler_calls.snapshot(), &calls_before.1);
     let first_up = seen
         .iter()
         .find(|(_, n)| *n > 0)
@@ -677,12 +726,8 @@ async fn bench_autoscale() {
     let per_batch = if count > 0.0 { sum / count } else { f64::NAN };
     let items = update_items(&ddb, &table, "AB-").await;
     let (lambda_drain, lambda_peak) = lambda(burst, batch_size, per_batch);
-    let autoscaler_calls: u64 = calls
-        .iter()
-        .filter(|(k, _)| k.ends_with(":GetQueueAttributes") || k.ends_with(":GetMetricStatistics"))
-        .map(|(_, n)| n)
-        .sum();
-    let other_calls: u64 = calls.values().sum::<u64>() - autoscaler_calls;
+    let autoscaler_calls: u64 = scaler_calls.values().sum();
+    let other_calls: u64 = calls.values().sum();
     let secs = back_to_zero.as_secs_f64();
 
     println!();
@@ -693,6 +738,11 @@ async fn bench_autoscale() {
     println!(
         "operator: interval {}s, target {target}/replica, max {max_replicas}, +{STEP} per {STEP_PERIOD_SECONDS}s, window {WINDOW_SECONDS}s; worker: {concurrency} x {batch_size} per replica",
         INTERVAL.as_secs()
+    );
+    println!(
+        "{}",
+        data.as_ref()
+            .map_or("everything on moto".to_string(), Emulators::describe)
     );
     println!(
         "{:<42} {:>14} {:>22}",
@@ -735,8 +785,8 @@ async fn bench_autoscale() {
     );
     println!(
         "{:<42} {:>14}",
-        "operator calls by operation",
-        format!("{calls:?}")
+        "autoscaler calls by operation",
+        format!("{scaler_calls:?}")
     );
     println!(
         "{:<42} {:>12.1} ms (measured: {count:.0} batches in the workers' batch_duration_seconds)",
@@ -767,6 +817,15 @@ async fn bench_autoscale() {
             total(&burst_workers, "duplicates")
         )
     );
+    println!(
+        "{:<42} {:>14}",
+        "left in queue / DLQ (visible, in flight)",
+        format!(
+            "{:?} / {:?}",
+            depth(&sqs, &url).await,
+            depth(&sqs, &dlq_url).await
+        )
+    );
     for w in &burst_workers {
         eprintln!(
             "  worker ran {:.1}s clean={} killed={} {:?}",
@@ -789,6 +848,7 @@ async fn bench_autoscale() {
         let before = kubelet.stopped.len();
         // Sent whole before any worker runs (see the burst).
         op.pause_autoscaler();
+        let first_send = Instant::now();
         send(&sqs, &url, &plan2.bodies).await;
         set_autoscaling(&api, "burst", json!({"minReplicas": 4, "maxReplicas": 4})).await;
         op.resume_autoscaler();
@@ -827,6 +887,15 @@ async fn bench_autoscale() {
             )
             .await;
         let drained = forced.elapsed();
+        let phase = first_send.elapsed();
+        let visibility = Duration::from_secs(
+            kubelet
+                .env
+                .iter()
+                .find(|(k, _)| k == tracking_worker::contract::env::VISIBILITY_TIMEOUT_SECONDS)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(150),
+        );
         kubelet.stop_all().await;
         let workers = kubelet.stopped[before..].to_vec();
         let stopped3: Vec<&Stopped> = workers.iter().take(3).collect();
@@ -896,8 +965,27 @@ async fn bench_autoscale() {
         );
         println!(
             "{:<42} {:>14}",
+            "received by all workers / sent",
+            format!("{received} / {scale_in}")
+        );
+        println!(
+            "{:<42} {:>14}",
             "redelivered, any cause (received - sent)",
             received as i64 - scale_in as i64
+        );
+        // A message taken by a receive nobody reads (a long poll dropped by a stopping
+        // worker) counts in no worker's totals; it comes back only after the visibility
+        // timeout, so a queue emptied sooner had none.
+        println!(
+            "{:<42} {:>14}",
+            "first send to drained / visibility timeout",
+            format!("{:.1} s / {} s", phase.as_secs_f64(), visibility.as_secs())
+        );
+        let left = (depth(&sqs, &url).await, depth(&sqs, &dlq_url).await);
+        println!(
+            "{:<42} {:>14}",
+            "left in queue / DLQ (visible, in flight)",
+            format!("{:?} / {:?}", left.0, left.1)
         );
         println!(
             "{:<42} {:>12.1} s",
@@ -912,6 +1000,29 @@ async fn bench_autoscale() {
                 w.killed,
                 w.report
             );
+        }
+        // The proof (issue 11), asserted where the receive path is exact: moto hands one
+        // message to two concurrent receivers, so there it is only printed.
+        if data.is_some() {
+            assert_eq!(
+                items,
+                plan2.distinct.len(),
+                "audit items == distinct updates"
+            );
+            assert!(settled_at_stop, "a stopped worker left a message unsettled");
+            assert_eq!(returned, 0, "redelivered because a worker stopped");
+            assert_eq!(total(&workers, "duplicates"), 0, "duplicates");
+            assert_eq!(received, scale_in as u64, "received == sent");
+            assert_eq!(left, ((0, 0), (0, 0)), "queue and DLQ empty");
+            assert!(
+                phase < visibility,
+                "drained only after a visibility timeout: a message was stranded in flight"
+            );
+            assert!(
+                stopped3.iter().all(|w| w.clean && !w.killed),
+                "every stopped worker exited 0 within the grace period"
+            );
+            println!("scale-in proof: all of the above hold (asserted)");
         }
     }
     kubelet.stop_all().await;

@@ -26,7 +26,7 @@ pub use crate::settle::{dlq_attr, retry_delay_seconds};
 
 /// SQS's longest long poll.
 const LONG_POLL_SECONDS: i32 = 20;
-/// How long SIGTERM waits for a receive call already under way.
+/// Past its long-poll wait, how long SIGTERM still waits for a receive call under way.
 const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// While the table refuses writes for an environment reason, receivers wait this long
 /// between probes instead of taking more messages they cannot write.
@@ -136,10 +136,17 @@ pub async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
         tokio::pin!(call);
         let received = tokio::select! {
             r = &mut call => r,
-            // A receive that is answering right now may already hold messages: give it a
-            // moment, so they are processed now instead of waiting out their visibility
-            // timeout; a long poll on an empty queue is dropped.
-            _ = ctx.stop.cancelled() => match tokio::time::timeout(RECEIVE_GRACE, &mut call).await {
+            // A receive under way is never dropped: SQS does not notice a client that went
+            // away, so a message arriving before the long poll ends would be handed to the
+            // dropped call and stay invisible for a visibility timeout, then be received
+            // again (seen as a stranded message after every scale-in of an idle worker).
+            // The poll ends by itself within its wait; what it returns is processed.
+            _ = ctx.stop.cancelled() => match tokio::time::timeout(
+                Duration::from_secs(wait as u64) + RECEIVE_GRACE,
+                &mut call,
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => break,
             },

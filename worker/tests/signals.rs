@@ -158,6 +158,44 @@ async fn sigterm_mid_batch_drains_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_long_polling_strands_nothing() {
+    // A scale-in of an idle worker: SIGTERM while its receivers long-poll an empty queue,
+    // then messages arrive before those polls end. The server hands them to the polls
+    // whether or not the client still listens, so a worker that dropped its polls would
+    // leave them invisible for a visibility timeout (received twice). It must wait for
+    // its polls and settle what they bring.
+    let p = common::pipeline("idleterm", 600).await;
+    let plan = plan(&Spec {
+        count: 10,
+        duplicate_percent: 0.0,
+        poison_percent: 0.0,
+        seed: 23,
+        prefix: "IT".into(),
+    });
+    let port = free_port();
+    let mut child = spawn_worker(&p, port);
+    common::wait_for("the worker polling", Duration::from_secs(60), || async {
+        !scrape(port).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    // Past the old two-second grace, well inside the 20 s long poll.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    p.send_paced(&plan.bodies, 1_000).await;
+    let status = wait_exit(&mut child, Duration::from_secs(40)).await;
+    assert!(status.success(), "{status}");
+    let r = report(&mut child);
+    let (visible, in_flight) = p.depth().await;
+    assert_eq!(in_flight, 0, "nothing stranded in flight: {r:?}");
+    assert_eq!(r.received, r.written, "{r:?}");
+    assert_eq!(visible + r.written, 10, "the rest still visible: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_then_restart_loses_and_duplicates_nothing() {
     // The shortest visibility timeout the worker accepts, so the killed worker's in-flight
     // messages come back soon.
