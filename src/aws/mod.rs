@@ -30,6 +30,7 @@ mod verified;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::sync::OnceCell;
@@ -84,16 +85,25 @@ impl AwsClients {
             .with_max_attempts(MAX_ATTEMPTS)
             .with_initial_backoff(Duration::from_millis(200))
             .with_max_backoff(Duration::from_secs(10));
-        // Bounded attempts keep a hung endpoint from stalling a reconcile forever.
+        // A hung endpoint must not stall a reconcile forever, but a request waiting for its
+        // bucket is not hung: at 1,000 pipelines a PutMetricAlarm queues for minutes behind
+        // CloudWatch's 3/s. The wait happens inside the HTTP connector, so an attempt timeout
+        // would count it (and fail every queued call); the connect and read timeouts do not.
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(30))
+            .build();
+        // For the same reason the upload stall detector (a body not sent for 5 s) is off: the
+        // body waits with the bucket, it is not stalled. The download side stays protected.
+        let stalls = StalledStreamProtectionConfig::enabled()
+            .upload_enabled(false)
             .build();
         macro_rules! client {
             ($sdk:ident, $service:literal) => {{
                 let mut builder = $sdk::config::Builder::from(config)
                     .retry_config(retry.clone())
                     .timeout_config(timeouts.clone())
+                    .stalled_stream_protection(stalls.clone())
                     .interceptor(calls.clone())
                     .interceptor(ratelimit::OperationTag);
                 let http = config
