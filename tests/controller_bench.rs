@@ -345,7 +345,7 @@ async fn operator_benchmark() {
         }
         if last_print.elapsed() > Duration::from_secs(60) {
             println!(
-                "  ... {ready}/{count} Ready after {:.0} s",
+                "  ... {ready}/{count} provisioned after {:.0} s",
                 w.start.elapsed().as_secs_f64()
             );
             last_print = Instant::now();
