@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use testenv::FlakyProxy;
 use testenv::faults::{FaultProxy, Rule};
 use tracking_worker::model::{Parsed, attr, parse};
@@ -195,25 +194,7 @@ async fn send_all(sqs: aws_sdk_sqs::Client, queue_url: String, bodies: Vec<Strin
                         tokio::time::sleep(wait).await;
                     }
                     let n = batch.len() as u64;
-                    let entries: Vec<_> = batch
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, b)| {
-                            SendMessageBatchRequestEntry::builder()
-                                .id(i.to_string())
-                                .message_body(b)
-                                .build()
-                                .expect("entry")
-                        })
-                        .collect();
-                    let out = sqs
-                        .send_message_batch()
-                        .queue_url(&url)
-                        .set_entries(Some(entries))
-                        .send()
-                        .await
-                        .expect("send batch");
-                    assert!(out.failed.is_empty(), "send failed: {:?}", out.failed);
+                    common::send_batch(&sqs, &url, &batch).await;
                     sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
             })

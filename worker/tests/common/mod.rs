@@ -176,26 +176,7 @@ impl Pipeline {
             while self.depth().await.0 > max_depth {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .expect("entry")
-                })
-                .collect();
-            let out = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .expect("send batch");
-            assert!(out.failed.is_empty(), "send failed: {:?}", out.failed);
+            send_batch(&self.sqs, &self.queue_url, chunk).await;
         }
     }
 
@@ -377,4 +358,27 @@ pub fn dlq_reasons(messages: &[Message]) -> Vec<(String, String)> {
             (m.body().unwrap_or_default().to_string(), reason)
         })
         .collect()
+}
+
+/// Sends up to ten `bodies` in one `SendMessageBatch`; any entry SQS refuses fails the test.
+pub async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String]) {
+    let entries: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(b)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let out = sqs
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("send batch");
+    assert!(out.failed.is_empty(), "send failed: {:?}", out.failed);
 }
