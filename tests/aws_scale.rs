@@ -221,3 +221,65 @@ async fn a_queue_deleted_inside_the_window_is_created_again() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// After a restart (here: a second operator process), a pipeline whose status says its AWS
+/// parts were in place is trusted on the first pass: no tag and no hand-changed setting is
+/// read, so 1,000 pipelines do not re-read everything at once. The re-reads come later,
+/// spread over one window, and repair what changed meanwhile.
+#[tokio::test]
+async fn a_restarted_operator_trusts_a_converged_status_then_rereads_within_the_window() {
+    const WINDOW: Duration = Duration::from_secs(10);
+    let kube = testenv::kube();
+    let ns = kube.namespace("scale-restart").await;
+    let endpoint = testenv::moto().endpoint();
+    let first = Operator::start(&endpoint, &ns, RESYNC).await;
+    let api = pipelines(&ns).await;
+    create(&api, "restart", json!({})).await;
+    let p = wait_ready(&api, "restart").await;
+    first.kill();
+    let queue = p.status.unwrap().outputs.queue_url.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
+    sqs.untag_queue()
+        .queue_url(&queue)
+        .tag_keys("Environment")
+        .send()
+        .await
+        .expect("untag");
+
+    let second =
+        Operator::start_with_clients(&endpoint, &ns, Duration::from_secs(2), |sdk, calls| {
+            tracking_operator::aws::AwsClients::with_counter(sdk, calls).recheck_tags_every(WINDOW)
+        })
+        .await;
+    passes(&second.calls, 1).await;
+    assert_eq!(
+        (
+            tag_reads(&second.calls),
+            reads_of(&second.calls, "GetKeyRotationStatus")
+        ),
+        (0, 0),
+        "the first pass after the restart read what the status proves: {:?}",
+        second.calls.snapshot()
+    );
+    // Within one window every tag is read again, and the removed one is back.
+    let deadline = tokio::time::Instant::now() + WINDOW + Duration::from_secs(20);
+    loop {
+        let tags = sqs
+            .list_queue_tags()
+            .queue_url(&queue)
+            .send()
+            .await
+            .expect("tags")
+            .tags
+            .unwrap_or_default();
+        if tags.contains_key("Environment") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed tag was never put back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(reads_of(&second.calls, "GetKeyRotationStatus") > 0);
+}

@@ -169,6 +169,30 @@ pub struct WorkerStatus {
     pub last_scale_reason: Option<String>,
 }
 
+impl TrackingPipelineStatus {
+    /// Whether the last pass found every AWS part in place for `generation`: the status
+    /// describes that generation and the five AWS conditions are True. (Ready also needs the
+    /// worker's Pods, which say nothing about AWS.)
+    pub fn aws_converged(&self, generation: Option<i64>) -> bool {
+        use condition::*;
+        self.observed_generation.is_some()
+            && self.observed_generation == generation
+            && [
+                KEYS_READY,
+                QUEUES_READY,
+                TABLE_READY,
+                ALERTS_READY,
+                SCHEDULE_READY,
+            ]
+            .iter()
+            .all(|t| {
+                self.conditions
+                    .iter()
+                    .any(|c| c.type_ == *t && c.status == "True")
+            })
+    }
+}
+
 /// Condition types written to `status.conditions`.
 pub mod condition {
     /// Summary: every part is ready.

@@ -37,6 +37,11 @@ pub struct Desired {
     pub delete_on_removal: bool,
     /// `spec.managementPolicy: Observe`: read and compare, never write.
     pub observe: bool,
+    /// Set by the controller on a process's first pass over a pipeline whose status says its
+    /// AWS parts were in place at its current generation (after a restart or a leader
+    /// change): what that status proves is taken for granted at first (see `verified`).
+    /// Never set for deletes.
+    pub trusted: bool,
     /// The resources named in `spec.adopt` (their names replace ours in `names`).
     pub adoption: Adoption,
     pub keys: Keys,
@@ -138,6 +143,7 @@ pub fn desired(pipeline: &TrackingPipeline, settings: &Settings) -> Result<Desir
     Ok(Desired {
         names,
         observe: spec.management_policy == ManagementPolicy::Observe,
+        trusted: false,
         adoption,
         tags,
         permissions_boundary: settings

@@ -13,6 +13,14 @@
 //! a table not ACTIVE), the queues' attributes (their depths go to status), the alarms, the
 //! schedule.
 //!
+//! After a restart the window is empty, and reading everything again made the first pass
+//! of 1,000 pipelines cost 35 calls each (5 of them CloudWatch tag reads sharing one small
+//! quota). So a pipeline whose status says its AWS parts were in place at its current
+//! generation ([`Desired::trusted`]) is taken at its word the first time this process meets
+//! each of its resources: the resource counts as seen at a moment spread over the last
+//! window, so its first re-read comes somewhere within the next one instead of all at once.
+//! A changed spec (a new generation) is never trusted; existence and state are read anyway.
+//!
 //! Where AWS gives a resource an identity beyond its name (a KMS key id, the creation time of
 //! a queue or table, a role id), it is part of the key, so a resource deleted and recreated
 //! by someone else under our name is read afresh.
@@ -44,13 +52,25 @@ impl Verified {
         }
     }
 
-    fn fresh(&self, id: &str, desired: u64, now: Instant) -> bool {
+    /// `trusted`: an id this process has not met yet counts as seen at a moment spread over
+    /// the last window (by its hash), so trusted resources are re-read evenly across the
+    /// next one.
+    fn fresh(&self, id: &str, desired: u64, now: Instant, trusted: bool) -> bool {
         if self.every.is_zero() {
             return false;
         }
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(id)
-            .is_some_and(|(at, seen)| *seen == desired && now.duration_since(*at) < self.every)
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, seen)) = seen.get(id) {
+            return *seen == desired && now.duration_since(*at) < self.every;
+        }
+        let offset = Duration::from_nanos(digest(&id) % self.every.as_nanos().max(1) as u64);
+        match now.checked_sub(offset).filter(|_| trusted) {
+            Some(at) => {
+                seen.insert(id.to_string(), (at, desired));
+                true
+            }
+            None => false,
+        }
     }
 
     fn remember(&self, id: &str, desired: u64, now: Instant) {
@@ -73,7 +93,9 @@ fn digest(value: &impl Hash) -> u64 {
 /// Whether the settings `id` were seen equal to `desired` within the window (never while
 /// observing: observe reports every difference, so it always reads).
 pub(crate) fn settled(c: &AwsClients, d: &Desired, id: &str, desired: &impl Hash) -> bool {
-    !d.observe && c.verified.fresh(id, digest(desired), Instant::now())
+    !d.observe
+        && c.verified
+            .fresh(id, digest(desired), Instant::now(), d.trusted)
 }
 
 /// Records that the settings `id` are as `desired` now (after a read, or a repair that
@@ -123,12 +145,15 @@ mod tests {
         let v = Verified::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let (a, b) = (digest(&tags("a")), digest(&tags("b")));
-        assert!(!v.fresh("q", a, t0));
+        assert!(!v.fresh("q", a, t0, false));
         v.remember("q", a, t0);
-        assert!(v.fresh("q", a, t0 + Duration::from_secs(59)));
-        assert!(!v.fresh("q", a, t0 + Duration::from_secs(60)));
-        assert!(!v.fresh("q", b, t0), "new desired tags are read again");
-        assert!(!v.fresh("other", a, t0));
+        assert!(v.fresh("q", a, t0 + Duration::from_secs(59), false));
+        assert!(!v.fresh("q", a, t0 + Duration::from_secs(60), false));
+        assert!(
+            !v.fresh("q", b, t0, false),
+            "new desired tags are read again"
+        );
+        assert!(!v.fresh("other", a, t0, false));
     }
 
     #[test]
@@ -136,6 +161,37 @@ mod tests {
         let v = Verified::new(Duration::ZERO);
         let t0 = Instant::now();
         v.remember("q", digest(&tags("a")), t0);
-        assert!(!v.fresh("q", digest(&tags("a")), t0));
+        assert!(!v.fresh("q", digest(&tags("a")), t0, false));
+        assert!(
+            !v.fresh("new", digest(&tags("a")), t0, true),
+            "trust needs a window"
+        );
+    }
+
+    #[test]
+    fn trusted_at_first_then_reread_spread_over_one_window() {
+        let every = Duration::from_secs(3600);
+        let v = Verified::new(every);
+        // Far enough from the clock's origin for any offset.
+        let t0 = Instant::now() + every;
+        let a = digest(&tags("a"));
+        let ids: Vec<String> = (0..200).map(|i| format!("queue-{i}")).collect();
+        assert!(ids.iter().all(|id| v.fresh(id, a, t0, true)));
+        // Each is re-read once within the next window, not all at the same moment.
+        let mut due: Vec<u64> = ids
+            .iter()
+            .map(|id| {
+                (1..=60)
+                    .find(|m| !v.fresh(id, a, t0 + Duration::from_secs(m * 60), true))
+                    .expect("re-read within one window")
+            })
+            .collect();
+        due.sort();
+        due.dedup();
+        assert!(due.len() > 30, "re-reads spread over the window: {due:?}");
+        // Once met, trust plays no part: an id read and found wanting stays unread-fresh.
+        assert!(!v.fresh("queue-0", digest(&tags("b")), t0, true));
+        // An untrusted pipeline's resources are read the first time.
+        assert!(!v.fresh("untrusted", a, t0, false));
     }
 }

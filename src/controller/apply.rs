@@ -100,7 +100,10 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
     status.flush().await?;
 
     let desired = match aws::desired(&pipeline, &ctx.config.aws_settings) {
-        Ok(desired) => desired,
+        Ok(mut desired) => {
+            desired.trusted = ctx.trusted_first_pass(&pipeline);
+            desired
+        }
         Err(err) => {
             let message = err.to_string();
             outcome::invalid_spec(&mut status.current, &stamp(), &message);

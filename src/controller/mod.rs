@@ -34,7 +34,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::{TrackingPipeline, condition};
+use crate::api::TrackingPipeline;
 use crate::aws::{self, AwsClients};
 use crate::error::{Error, Result};
 use crate::http::Health;
@@ -110,6 +110,8 @@ pub struct Context {
     /// Pipelines this process has looked at, and how many settled ones it found, for the
     /// start-up spread.
     seen: Mutex<HashSet<String>>,
+    /// Pipelines this process has begun a pass over.
+    passed: Mutex<HashSet<String>>,
     settled_at_start: AtomicU64,
 }
 
@@ -137,6 +139,7 @@ impl Context {
             failures: Mutex::default(),
             waiting: Mutex::default(),
             seen: Mutex::default(),
+            passed: Mutex::default(),
             settled_at_start: AtomicU64::new(0),
         }
     }
@@ -188,7 +191,7 @@ impl Context {
             .remove(&Self::key(pipeline));
     }
 
-    /// The first time this process meets a pipeline that was Ready at its current generation,
+    /// The first time this process meets a pipeline whose AWS parts were in place at its current generation,
     /// when to give it its first pass: after a restart 1,000 such pipelines are verified over
     /// minutes, not in one burst of AWS reads. New specs and deletions never wait.
     pub(crate) fn startup_delay(&self, pipeline: &TrackingPipeline) -> Option<Duration> {
@@ -198,13 +201,30 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .insert(Self::key(pipeline));
         let status = pipeline.status.as_ref()?;
-        let settled = status.observed_generation == pipeline.metadata.generation
-            && conditions::is_true(&status.conditions, condition::READY);
+        // AWS parts, not Ready: the first pass is about AWS reads, and a worker not Ready
+        // yet (no node, an image being pulled) is watched through its Deployment anyway.
+        let settled = status.aws_converged(pipeline.metadata.generation);
         if !first || !settled {
             return None;
         }
         let n = self.settled_at_start.fetch_add(1, Ordering::Relaxed);
         backoff::startup_slot(n, self.config.startup_rate)
+    }
+
+    /// Whether this pass is this process's first over a pipeline whose status says its AWS
+    /// parts were in place at its current generation: then the status is trusted for what
+    /// it proves, and the re-reads are spread over the tag window (`aws::verified`).
+    pub(crate) fn trusted_first_pass(&self, pipeline: &TrackingPipeline) -> bool {
+        let first = self
+            .passed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(pipeline));
+        first
+            && pipeline
+                .status
+                .as_ref()
+                .is_some_and(|s| s.aws_converged(pipeline.metadata.generation))
     }
 
     /// The resync delay, spread so that pipelines do not resync in waves.
