@@ -10,4 +10,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet -p tracking-operator --bin tracking-operator
 export BENCH_OPERATOR_BIN="$PWD/target/release/tracking-operator"
-exec cargo test --test controller_bench -- --ignored --nocapture --test-threads=1 "$@"
+exec cargo test --workspace --test controller_bench -- --ignored --nocapture --test-threads=1 "$@"
