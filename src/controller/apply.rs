@@ -255,7 +255,7 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
 }
 
 /// Writes the final status and announces condition transitions as Events (Warning when a
-/// condition turned False).
+/// condition turned False for a reason that is not a normal step).
 async fn finish(
     pipeline: &TrackingPipeline,
     ctx: &Context,
@@ -267,8 +267,10 @@ async fn finish(
         if changed.status == UNKNOWN || changed.type_ == condition::RECONCILING {
             continue;
         }
-        let (type_, reason) = if changed.status == FALSE {
+        let (type_, reason) = if conditions::warns(changed) {
             (EventType::Warning, changed.reason.clone())
+        } else if changed.status == FALSE {
+            (EventType::Normal, changed.reason.clone())
         } else {
             (EventType::Normal, changed.type_.clone())
         };

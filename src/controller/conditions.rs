@@ -102,6 +102,14 @@ pub fn set_or_remove(
     }
 }
 
+/// Whether a condition's change deserves a Warning Event: it turned False, for a reason that
+/// is not a normal step. Worker Pods starting within their grace period are a normal step of
+/// every creation, rollout and scale from zero; a Warning for each taught people to ignore
+/// the Warnings that matter.
+pub fn warns(changed: &Condition) -> bool {
+    changed.status == FALSE && changed.reason != crate::k8s::WORKER_STARTING
+}
+
 /// Conditions whose status differs from before (new ones included), for Events.
 pub fn transitions<'n>(old: &[Condition], new: &'n [Condition]) -> Vec<&'n Condition> {
     new.iter()
@@ -125,6 +133,22 @@ mod tests {
             reason,
             message: "m",
         }
+    }
+
+    #[test]
+    fn only_a_false_that_is_not_a_normal_step_warns() {
+        let mut cs = vec![];
+        set(&mut cs, &wanted(FALSE, "AwsError"), Some(1), &at(10));
+        assert!(warns(&cs[0]));
+        set(
+            &mut cs,
+            &wanted(FALSE, crate::k8s::WORKER_STARTING),
+            Some(1),
+            &at(10),
+        );
+        assert!(!warns(&cs[0]), "worker Pods starting are not a warning");
+        set(&mut cs, &wanted(TRUE, "Ready"), Some(1), &at(10));
+        assert!(!warns(&cs[0]));
     }
 
     #[test]
