@@ -10,7 +10,8 @@ Each binary runs where `cargo test` would run it (its package's folder); its out
 target/test-logs and printed in full when it fails. Durations are remembered in
 target/test-times.json so that the next run starts the longest binaries first.
 
-Usage: hack/run-tests.py   (TEST_JOBS=N sets the number of lanes; TEST_JOBS=1 is `cargo test`'s order)
+Usage: hack/run-tests.py   (TEST_JOBS=N sets the number of lanes, default 2; TEST_JOBS=1 is
+`cargo test`'s order; TEST_THREADS=N the tests run at once inside a binary, default 4)
 """
 
 import json
@@ -89,6 +90,9 @@ def main():
             pkg, name, kind, exe, pkg_dir = b
             log = LOGS / f"{pkg}-{kind}-{name}.log"
             env = dict(os.environ, CARGO_MANIFEST_DIR=str(pkg_dir), CARGO_PKG_NAME=pkg)
+            # Tests inside a binary mostly wait too (a visibility timeout, a rollout), so each
+            # binary runs up to TEST_THREADS of its tests at once, not one per core.
+            env.setdefault("RUST_TEST_THREADS", os.environ.get("TEST_THREADS", "4"))
             t0 = time.monotonic()
             with open(log, "w") as f:
                 rc = subprocess.run([exe], cwd=pkg_dir, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
