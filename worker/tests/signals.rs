@@ -91,6 +91,7 @@ fn report(child: &mut Child) -> Report {
         received: n("received"),
         written: n("written"),
         duplicates: n("duplicates"),
+        requeued: n("requeued"),
         dead_lettered: n("dead_lettered"),
         failed: n("failed"),
         throttles: n("throttles"),
