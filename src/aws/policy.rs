@@ -94,7 +94,9 @@ pub fn worker_policy(r: &WorkerResources<'_>) -> Value {
         "Version": VERSION,
         "Statement": [
             {"Sid": "ConsumeQueue", "Effect": "Allow", "Action": [
-                "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"
+                "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
+                // The worker requeues a message SQS would dead-letter for lost deliveries.
+                "sqs:SendMessage"
             ], "Resource": r.queue_arn},
             {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": [
                 "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"

@@ -4,7 +4,8 @@
 //! Data flow: [`consumer`] receives batches → [`model`] parses each body (pure; exact
 //! JSON in [`json`], event times in [`timestamp`]) → [`write`] stores it through [`store`]
 //! with a conditional put → [`settle`] deletes what settled, dead-letters the poison, returns
-//! the failures. [`maintenance`] runs the daily job; [`metrics`] and
+//! the failures; [`requeue`] moves a message SQS is about to dead-letter for lost deliveries
+//! to a fresh copy. [`maintenance`] runs the daily job; [`metrics`] and
 //! [`http`] expose what happened.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod redrive;
+pub mod requeue;
 pub mod retry;
 pub mod settle;
 pub mod store;

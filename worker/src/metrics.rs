@@ -38,6 +38,8 @@ pub struct Metrics {
     pub received: Counter,
     pub written: Counter,
     pub duplicates: Counter,
+    /// Messages moved to a fresh copy before SQS's redrive (see `requeue`).
+    pub requeued: Counter,
     pub failed: Family<ReasonLabel, Counter>,
     pub dead_lettered: Family<ReasonLabel, Counter>,
     pub throttles: Family<CallLabel, Counter>,
@@ -83,6 +85,7 @@ pub struct Report {
     pub received: u64,
     pub written: u64,
     pub duplicates: u64,
+    pub requeued: u64,
     pub dead_lettered: u64,
     pub failed: u64,
     pub throttles: u64,
@@ -105,6 +108,7 @@ impl Metrics {
             received: Counter::default(),
             written: Counter::default(),
             duplicates: Counter::default(),
+            requeued: Counter::default(),
             failed: Family::default(),
             dead_lettered: Family::default(),
             throttles: Family::default(),
@@ -134,6 +138,11 @@ impl Metrics {
             "duplicates",
             "Updates already in the audit table (redeliveries, producer retries)",
             m.duplicates.clone(),
+        );
+        registry.register(
+            "requeued",
+            "Messages sent back to the queue as a fresh copy before SQS's redrive policy would move them to the DLQ",
+            m.requeued.clone(),
         );
         registry.register(
             "failures",
@@ -282,6 +291,7 @@ impl Metrics {
             received: self.received.get(),
             written: self.written.get(),
             duplicates: self.duplicates.get(),
+            requeued: self.requeued.get(),
             dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
             failed: t.failed.load(Ordering::Relaxed),
             throttles: t.throttles.load(Ordering::Relaxed),

@@ -55,6 +55,8 @@ impl Sqs {
             .set_visibility_timeout(visibility)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            // The producer's attributes, carried over by a requeue, and the requeue's own.
+            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| Error::aws("sqs.ReceiveMessage", e))?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use chrono::Utc;
 
 use crate::error::{Error, Result};
@@ -32,6 +32,8 @@ pub mod dlq_attr {
 #[derive(Debug)]
 pub enum Outcome {
     Delete,
+    /// Already deleted (or requeued) by its handler: only taken out of the heartbeat.
+    Deleted,
     Retry(&'static str),
     Leave,
 }
@@ -45,11 +47,14 @@ pub fn failed(ctx: &Ctx, message: &Message, e: &Error, reason: &'static str) -> 
 }
 
 /// Poison can never succeed: send it to the DLQ at once, with the reason, and delete it from
-/// the main queue only once the DLQ has accepted it. A marker item keyed by the source
-/// message id, written after the send, makes a redelivery (the delete after the send failed)
-/// skip the send: the poison reaches the DLQ once.
+/// the main queue as soon as the DLQ has accepted it, on its own rather than with its batch:
+/// until then a lost delivery (the replica killed) would make the next one send it again,
+/// and a batch waits for its slowest write (for the whole of a DynamoDB outage). A marker
+/// item keyed by the source message id, written after the delete, makes a redelivery (the
+/// delete failed) skip the send: the poison reaches the DLQ once.
 pub async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outcome {
-    let message_id = message.message_id().unwrap_or_default();
+    // A requeued copy is the message first received: one marker for all copies.
+    let message_id = crate::requeue::source_message_id(message);
     if !message_id.is_empty() {
         let marker = with_backoff(&ctx.metrics, &ctx.abandon, "dynamodb", "GetItem", || {
             ctx.store.get(PK_DEAD_LETTERED, message_id)
@@ -73,10 +78,15 @@ pub async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outco
             tracing::info!(message_id, reason = poison.code(), detail = %detail, "poison message dead-lettered");
             ctx.metrics.record_dead_lettered(poison.code());
             ctx.counters.record_dead_lettered();
+            if let Some(receipt) = message.receipt_handle() {
+                delete(ctx, vec![receipt.to_string()]).await;
+            }
+            // Also after a delete SQS accepted: a stale receipt handle (the message was
+            // received again meanwhile) is accepted without deleting it.
             if !message_id.is_empty() {
                 record_marker(ctx, message_id, poison.code()).await;
             }
-            Outcome::Delete
+            Outcome::Deleted
         }
         Err(e) => failed(ctx, message, &e, "dead_letter"),
     }
@@ -96,7 +106,7 @@ async fn send_to_dlq(ctx: &Ctx, message: &Message, code: &str, detail: &str) -> 
         (dlq_attr::DETAIL, attr_value(detail)),
         (
             dlq_attr::SOURCE_MESSAGE_ID,
-            attr_value(message.message_id().unwrap_or_default()),
+            attr_value(crate::requeue::source_message_id(message)),
         ),
         (dlq_attr::SOURCE_QUEUE, attr_value(&settings.queue_url)),
     ];
@@ -144,11 +154,7 @@ pub async fn return_later(ctx: &Ctx, message: &Message) {
     let Some(receipt) = message.receipt_handle() else {
         return;
     };
-    let receives: u32 = message
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let receives = crate::consumer::receive_count(message);
     let delay = retry_delay_seconds(receives, ctx.config.settings.visibility_timeout_seconds);
     ctx.metrics.call("sqs", "ChangeMessageVisibility");
     let changed = ctx

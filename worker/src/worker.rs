@@ -1,7 +1,7 @@
 //! Wiring: the shared context, start-up, and the SIGTERM drain.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -28,6 +28,9 @@ pub struct Ctx {
     /// Fired when the drain deadline passes: give up retrying in-flight work (it stays in
     /// the queue and is redelivered; the idempotent write makes that safe).
     pub abandon: CancellationToken,
+    /// The receive count from which a message is requeued before processing (0: never);
+    /// set at start from the queue's redrive policy (`requeue::load_threshold`).
+    requeue_from: AtomicU32,
 }
 
 impl Ctx {
@@ -57,8 +60,18 @@ impl Ctx {
             counters: DailyCounters::default(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            requeue_from: AtomicU32::new(0),
             config,
         }
+    }
+
+    pub fn set_requeue_threshold(&self, from: Option<u32>) {
+        self.requeue_from
+            .store(from.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn requeue_threshold(&self) -> Option<u32> {
+        Some(self.requeue_from.load(Ordering::Relaxed)).filter(|n| *n > 0)
     }
 }
 
@@ -110,6 +123,7 @@ impl Worker {
             background_stop.clone(),
         ));
 
+        crate::requeue::load_threshold(&ctx).await;
         let mut receivers = JoinSet::new();
         for id in 0..ctx.config.settings.concurrency {
             receivers.spawn(crate::consumer::receive_loop(ctx.clone(), id));

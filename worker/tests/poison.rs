@@ -96,3 +96,48 @@ async fn every_kind_of_poison_is_dead_lettered_at_once_with_its_reason() {
         "the original body with its reason, each once"
     );
 }
+
+/// The poison leaves the main queue as soon as the DLQ has it, not when its marker is written
+/// or its batch is done: a replica killed while DynamoDB cannot take the marker (an outage
+/// that starts right after the send) or while a valid update of the same batch is still being
+/// retried must not leave it behind to be sent a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_leaves_the_queue_once_the_dlq_has_it_even_while_dynamodb_is_down() {
+    let p = common::pipeline("poisonkill", 30).await;
+    let proxy = testenv::faults::FaultProxy::start(&testenv::moto().endpoint());
+    // The marker check (GetItem) passes; every write fails: the marker and the update.
+    proxy.add_rule(testenv::faults::Rule::error(
+        "dynamodb",
+        "PutItem",
+        "ServiceUnavailable",
+    ));
+    let poison = r#"{"status":"LOST"}"#.to_string();
+    let update = r#"{"tracking_id":"PK-1","timestamp":"2026-11-20T12:00:00Z"}"#.to_string();
+    // One batch: the poison and an update that cannot be written.
+    common::send_batch(&p.sqs, &p.queue_url, &[poison.clone(), update]).await;
+    let mut config = p.config(&proxy.endpoint());
+    config.settings.concurrency = 1;
+    let worker = Worker::start(config, &proxy.sdk_config().await)
+        .await
+        .expect("worker starts");
+    common::wait_for(
+        "the poison dead-lettered",
+        Duration::from_secs(20),
+        || async { worker.report().dead_lettered >= 1 },
+    )
+    .await;
+    let gone = common::poll_until(Duration::from_secs(5), || async {
+        p.depth().await == (0, 1)
+    })
+    .await;
+    let depth = p.depth().await;
+    // SIGKILLed while the marker and the update are still being retried.
+    drop(worker);
+    assert!(
+        gone,
+        "the dead-lettered poison is still in the main queue (visible, in flight): {depth:?}; \
+         a killed replica would leave it to be sent again"
+    );
+    let dlq = common::dlq_reasons(&p.drain_dlq(1).await);
+    assert_eq!(dlq, vec![(poison, "missing_tracking_id".to_string())]);
+}

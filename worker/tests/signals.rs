@@ -91,6 +91,7 @@ fn report(child: &mut Child) -> Report {
         received: n("received"),
         written: n("written"),
         duplicates: n("duplicates"),
+        requeued: n("requeued"),
         dead_lettered: n("dead_lettered"),
         failed: n("failed"),
         throttles: n("throttles"),
@@ -183,8 +184,8 @@ async fn sigterm_while_long_polling_strands_nothing() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
-    // Past the old two-second grace, well inside the 20 s long poll.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Inside the poll under way (2 s at most), which the worker waits for.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     p.send_paced(&plan.bodies, 1_000).await;
     let status = wait_exit(&mut child, Duration::from_secs(40)).await;
     assert!(status.success(), "{status}");
@@ -193,6 +194,37 @@ async fn sigterm_while_long_polling_strands_nothing() {
     assert_eq!(in_flight, 0, "nothing stranded in flight: {r:?}");
     assert_eq!(r.received, r.written, "{r:?}");
     assert_eq!(visible + r.written, 10, "the rest still visible: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_long_polling_takes_nothing_sent_after_its_death() {
+    // The server hands a message to a waiting long poll whether or not its caller is alive:
+    // the polls of a SIGKILLed replica take what arrives until they end, each a receive that
+    // counts towards `maxReceiveCount` and hides the message for a visibility timeout. With
+    // replicas killed every few seconds, a message in a quiet queue could be taken by dead
+    // polls three times in a row and be moved to the DLQ by the redrive policy (the soak
+    // benchmark). The polls must end within seconds of the replica.
+    let p = common::pipeline("killpoll", 600).await;
+    let port = free_port();
+    let mut child = spawn_worker(&p, port);
+    common::wait_for("the worker polling", Duration::from_secs(60), || async {
+        !scrape(port).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies: Vec<String> = (0..10)
+        .map(|n| format!(r#"{{"tracking_id":"KP-{n}","timestamp":"2026-11-20T12:00:00Z"}}"#))
+        .collect();
+    p.send_paced(&bodies, 1_000).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        p.depth().await,
+        (10, 0),
+        "messages sent 3 s after the replica died were taken by its polls (visible, in flight)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

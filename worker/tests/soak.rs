@@ -28,6 +28,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("dead_lettered", "tracking_worker_dead_lettered_total"),
     ("key_conflicts", "tracking_worker_key_conflicts_total"),
     ("received", "tracking_worker_messages_received_total"),
+    ("requeued", "tracking_worker_requeued_total"),
 ];
 
 fn env(name: &str) -> String {
@@ -71,11 +72,17 @@ struct Fleet {
 impl Fleet {
     fn spawn(&self, name: &'static str, life: u32) -> Replica {
         let metrics_port = free_port();
-        let log = std::fs::OpenOptions::new()
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(format!("{}/{name}.log", self.log_dir))
             .expect("worker log");
+        // Marks where each life starts, so a message id in the log can be placed in a life.
+        let _ = writeln!(
+            log,
+            "{{\"soak\":\"life {life} of {name} starts\",\"timestamp\":\"{}\"}}",
+            chrono::Utc::now().to_rfc3339()
+        );
         let child = Command::new(&self.binary)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("TRACKING_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
@@ -270,7 +277,11 @@ async fn soak() {
                 "AWS_ENDPOINT_URL_CLOUDWATCH".into(),
                 env("SOAK_CLOUDWATCH_ENDPOINT"),
             ),
-            ("RUST_LOG".into(), "warn".into()),
+            // Warnings, plus each redelivery and dead-lettering with its message id.
+            (
+                "RUST_LOG".into(),
+                "warn,tracking_worker::consumer=info,tracking_worker::settle=info".into(),
+            ),
         ],
         log_dir,
         replicas: Vec::new(),
@@ -291,6 +302,7 @@ async fn soak() {
     const LOST_ANSWERS: (u64, u64) = (15, 25);
     const OUTAGE: (u64, u64) = (30, 60);
     const THROTTLING: (u64, u64) = (70, 100);
+    const THROTTLE_RATE: f64 = 10.0;
     let mut events: Vec<String> = Vec::new();
     let mut next_kill = 10;
     let mut lost_rule = None;
@@ -333,8 +345,15 @@ async fn soak() {
             events.push(format!("{t:>4} s  DynamoDB back"));
         }
         if t >= THROTTLING.0 && t < THROTTLING.1 && throttle_rule.is_none() {
-            throttle_rule = Some(faults.add_rule(Rule::rate_limit("dynamodb", 100.0, 100)));
-            events.push(format!("{t:>4} s  DynamoDB throttles above 100 calls/s"));
+            // A rate the workers exceed whatever the machine's speed: most calls are throttled.
+            throttle_rule = Some(faults.add_rule(Rule::rate_limit(
+                "dynamodb",
+                THROTTLE_RATE,
+                THROTTLE_RATE as u32,
+            )));
+            events.push(format!(
+                "{t:>4} s  DynamoDB throttles above {THROTTLE_RATE} calls/s"
+            ));
         }
         if t >= THROTTLING.1
             && let Some(id) = throttle_rule.take()
@@ -395,9 +414,29 @@ async fn soak() {
     let dlq = p.drain_dlq((dlq_visible + dlq_hidden) as usize).await;
     let mut dlq_count: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
     let mut valid_in_dlq = 0;
-    for (body, reason) in common::dlq_reasons(&dlq) {
-        if matches!(parse(&body), Ok(Parsed::Update(_))) {
+    let by_key: BTreeMap<(String, String), &std::collections::HashMap<_, _>> = items
+        .iter()
+        .map(|i| {
+            let text = |n| common::text(i, n).unwrap_or_default().to_string();
+            ((text(attr::TRACKING_ID), text(attr::TIMESTAMP)), i)
+        })
+        .collect();
+    let mut diagnosis = Vec::new();
+    for (m, (body, reason)) in dlq.iter().zip(common::dlq_reasons(&dlq)) {
+        if let Ok(Parsed::Update(u)) = parse(&body) {
             valid_in_dlq += 1;
+            diagnosis.push(dlq_line(
+                m,
+                &reason,
+                by_key.get(&(u.tracking_id.clone(), u.sort_key())),
+            ));
+        } else if dlq
+            .iter()
+            .filter(|o| o.body() == Some(body.as_str()))
+            .count()
+            > 1
+        {
+            diagnosis.push(dlq_line(m, &reason, None));
         }
         let e = dlq_count.entry(body).or_default();
         e.0 += 1;
@@ -416,6 +455,8 @@ async fn soak() {
     let poison_once: usize = by_kind.values().map(|k| k.1).sum();
     let poison_twice: usize = by_kind.values().map(|k| k.2).sum();
     let poison_bad: usize = by_kind.values().map(|k| k.3).sum();
+    // The only rule that answers in place of DynamoDB is the throttling one.
+    let throttled = faults.faulted("dynamodb", "*");
     let left = p.depth().await;
     let left_dlq = p.dlq_depth().await;
 
@@ -447,6 +488,12 @@ async fn soak() {
         );
     }
     println!("  valid updates in the DLQ     {valid_in_dlq}");
+    if !diagnosis.is_empty() {
+        println!("  DLQ messages to explain (valid updates; poison copies of one body):");
+        for line in &diagnosis {
+            println!("    {line}");
+        }
+    }
     println!(
         "  left in queues               main {} visible + {} in flight, DLQ {} after reading it",
         left.0,
@@ -457,9 +504,8 @@ async fn soak() {
         "  workers' counters            {totals:?} (SIGKILLed lives: last scrape, up to 0.5 s short)"
     );
     println!(
-        "  DynamoDB calls through the fault layer {}, answered by a fault {}",
+        "  DynamoDB calls through the fault layer {}, throttled {throttled}",
         faults.calls("dynamodb", "*"),
-        faults.faulted("dynamodb", "*")
     );
     println!(
         "  run time                     {:.0} s to drain ({:.0} s sending at {send_rate}/s), {:.0} s with the final drain (wall clock, shared machine)",
@@ -481,4 +527,43 @@ async fn soak() {
         "each poison once, with its reason"
     );
     assert_eq!(left, (0, 0), "nothing left in the queue");
+    assert!(throttled > 0, "the throttling window throttled no call");
+}
+
+/// One DLQ message, for the diagnosis: its ids, receive count, reason, and (for an update)
+/// the item that stores it and which message wrote it.
+fn dlq_line(
+    m: &aws_sdk_sqs::types::Message,
+    reason: &str,
+    item: Option<&&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+) -> String {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as A;
+    let system = |n: A| {
+        m.attributes()
+            .and_then(|a| a.get(&n))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let user = |n: &str| {
+        m.message_attributes()
+            .and_then(|a| a.get(n))
+            .and_then(|v| v.string_value())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let stored = match item {
+        Some(i) => format!(
+            "item written by {} at {}",
+            common::text(i, attr::MESSAGE_ID).unwrap_or("?"),
+            common::text(i, attr::PROCESSED_AT).unwrap_or("?")
+        ),
+        None => "no item".to_string(),
+    };
+    format!(
+        "dlq id {} receives {} reason {reason} source {} sent {}: {stored}",
+        m.message_id().unwrap_or("?"),
+        system(A::ApproximateReceiveCount),
+        user(tracking_worker::consumer::dlq_attr::SOURCE_MESSAGE_ID),
+        system(A::SentTimestamp),
+    )
 }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_sqs::types::{BatchResultErrorEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+};
+use aws_smithy_types::Blob;
 use serde::{Deserialize, Serialize};
 
 use super::{Lean, Service};
@@ -18,6 +21,8 @@ struct Receive<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     visibility_timeout: Option<i32>,
     message_system_attribute_names: [&'static str; 2],
+    /// The producer's attributes (carried over by a requeue) and the requeue's own.
+    message_attribute_names: [&'static str; 1],
 }
 
 #[derive(Deserialize)]
@@ -36,6 +41,31 @@ struct Received1 {
     md5_of_body: Option<String>,
     body: Option<String>,
     attributes: Option<HashMap<String, String>>,
+    message_attributes: Option<HashMap<String, ReceivedAttribute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceivedAttribute {
+    data_type: String,
+    string_value: Option<String>,
+    /// Base64, as the JSON protocol carries binary.
+    binary_value: Option<String>,
+}
+
+impl ReceivedAttribute {
+    fn into_sdk(self) -> Option<MessageAttributeValue> {
+        let binary = match self.binary_value {
+            Some(b) => Some(Blob::new(aws_smithy_types::base64::decode(b).ok()?)),
+            None => None,
+        };
+        MessageAttributeValue::builder()
+            .data_type(self.data_type)
+            .set_string_value(self.string_value)
+            .set_binary_value(binary)
+            .build()
+            .ok()
+    }
 }
 
 #[derive(Serialize)]
@@ -96,6 +126,7 @@ impl Lean {
             wait_time_seconds: wait,
             visibility_timeout: visibility,
             message_system_attribute_names: ["ApproximateReceiveCount", "SentTimestamp"],
+            message_attribute_names: ["All"],
         })
         .map_err(|e| unreadable(OP, e))?;
         let answer = self
@@ -115,6 +146,11 @@ impl Lean {
                     .set_attributes(m.attributes.map(|a| {
                         a.into_iter()
                             .map(|(k, v)| (MessageSystemAttributeName::from(k.as_str()), v))
+                            .collect()
+                    }))
+                    .set_message_attributes(m.message_attributes.map(|a| {
+                        a.into_iter()
+                            .filter_map(|(k, v)| Some((k, v.into_sdk()?)))
                             .collect()
                     }))
                     .build()

@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use aws_sdk_sqs::types::{Message, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    Message, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use tracking_worker::config::Config;
 use tracking_worker::contract::WorkerSettings;
 use tracking_worker::model::{Parsed, attr, parse};
@@ -236,6 +238,7 @@ impl Pipeline {
                 .visibility_timeout(300)
                 .wait_time_seconds(1)
                 .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send()
                 .await
                 .expect("receive DLQ");
