@@ -41,4 +41,4 @@ if [ -z "${BENCH_MOTO_ONLY:-}" ]; then
 fi
 
 # Not exec: the trap stops the emulators when the bench ends.
-cargo test --test autoscale_bench -- --ignored --nocapture --test-threads=1 "$@"
+cargo test --workspace --test autoscale_bench -- --ignored --nocapture --test-threads=1 "$@"

@@ -23,7 +23,7 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release -p tracking-worker --bin tracking-worker >&2)
 fi
 # The driver is a test binary (debug build): it talks to the backends and reads results back.
-(cd "$ROOT" && cargo test --no-run -p tracking-worker --test soak >&2)
+(cd "$ROOT" && cargo test --no-run --workspace --test soak >&2)
 
 emulators_available || { echo "soak: needs java and mvn for ElasticMQ and DynamoDB Local" >&2; exit 1; }
 start_moto "$MOTO_PORT"
@@ -37,4 +37,4 @@ export SOAK_CLOUDWATCH_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export SOAK_LOG_DIR="${SOAK_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")}"
 echo "soak: worker logs in $SOAK_LOG_DIR" >&2
 cd "$ROOT"
-cargo test -q -p tracking-worker --test soak -- --ignored --nocapture
+cargo test -q --workspace --test soak -- --ignored --nocapture
