@@ -764,8 +764,10 @@ async fn the_cdk_stack_is_observed_then_adopted_without_losing_a_message_or_an_i
         (MESSAGES as u64, 0, 0),
         "{report:?}"
     );
+    // A second receive of a message is requeued as a fresh copy before SQS's redrive could
+    // count it out (the stack's maxReceiveCount is 3), and the copy is received again.
     assert_eq!(
-        report.written + report.duplicates,
+        report.written + report.duplicates + report.requeued,
         report.received,
         "{report:?}"
     );

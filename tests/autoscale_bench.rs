@@ -913,7 +913,8 @@ async fn bench_autoscale() {
         let received = total(&workers, "received");
         let settled_at_stop = stopped3.iter().all(|w| {
             let r = |k: &str| w.report.get(k).copied().unwrap_or(0);
-            r("received") == r("written") + r("duplicates") + r("dead_lettered") + r("failed")
+            r("received")
+                == r("written") + r("duplicates") + r("dead_lettered") + r("failed") + r("requeued")
         });
         println!();
         println!("== scale-in under load: {scale_in} messages, replicas forced 4 -> 1 ==");
