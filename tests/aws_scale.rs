@@ -69,6 +69,29 @@ fn reads_of(calls: &tracking_operator::aws::CallCounter, operation: &str) -> u64
         .sum()
 }
 
+/// Waits until the queue's `Environment` tag, removed out of band, is back.
+async fn tag_put_back(sqs: &aws_sdk_sqs::Client, queue: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let tags = sqs
+            .list_queue_tags()
+            .queue_url(queue)
+            .send()
+            .await
+            .expect("tags")
+            .tags
+            .unwrap_or_default();
+        if tags.contains_key("Environment") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed tag was never put back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Waits until `n` more resync passes have run (each reads both queues' attributes).
 async fn passes(calls: &tracking_operator::aws::CallCounter, n: u64) {
     let start = reads_of(calls, "GetQueueAttributes");
@@ -135,25 +158,7 @@ async fn steady_resyncs_read_tags_and_settings_again_only_after_the_window() {
         "key settings were read again inside the window"
     );
     // After the window, the tags are read and the removed one is back.
-    let deadline = tokio::time::Instant::now() + WINDOW + Duration::from_secs(20);
-    loop {
-        let tags = sqs
-            .list_queue_tags()
-            .queue_url(&queue)
-            .send()
-            .await
-            .expect("tags")
-            .tags
-            .unwrap_or_default();
-        if tags.contains_key("Environment") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the removed tag was never put back"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    tag_put_back(&sqs, &queue, WINDOW + Duration::from_secs(20)).await;
     assert!(tag_reads(&operator.calls) > tags0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !kms
@@ -262,24 +267,6 @@ async fn a_restarted_operator_trusts_a_converged_status_then_rereads_within_the_
         second.calls.snapshot()
     );
     // Within one window every tag is read again, and the removed one is back.
-    let deadline = tokio::time::Instant::now() + WINDOW + Duration::from_secs(20);
-    loop {
-        let tags = sqs
-            .list_queue_tags()
-            .queue_url(&queue)
-            .send()
-            .await
-            .expect("tags")
-            .tags
-            .unwrap_or_default();
-        if tags.contains_key("Environment") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the removed tag was never put back"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    tag_put_back(&sqs, &queue, WINDOW + Duration::from_secs(20)).await;
     assert!(reads_of(&second.calls, "GetKeyRotationStatus") > 0);
 }
