@@ -69,6 +69,16 @@ fn reads_of(calls: &tracking_operator::aws::CallCounter, operation: &str) -> u64
         .sum()
 }
 
+/// Removes the queue's `Environment` tag out of band.
+async fn untag_environment(sqs: &aws_sdk_sqs::Client, queue: &str) {
+    sqs.untag_queue()
+        .queue_url(queue)
+        .tag_keys("Environment")
+        .send()
+        .await
+        .expect("untag");
+}
+
 /// Waits until the queue's `Environment` tag, removed out of band, is back.
 async fn tag_put_back(sqs: &aws_sdk_sqs::Client, queue: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
@@ -136,12 +146,7 @@ async fn steady_resyncs_read_tags_and_settings_again_only_after_the_window() {
         .await
         .expect("disable rotation");
     let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
-    sqs.untag_queue()
-        .queue_url(&queue)
-        .tag_keys("Environment")
-        .send()
-        .await
-        .expect("untag");
+    untag_environment(&sqs, &queue).await;
     passes(&operator.calls, 2).await;
     assert!(
         reads_of(&operator.calls, "GetQueueAttributes") > queue_reads0,
@@ -244,12 +249,7 @@ async fn a_restarted_operator_trusts_a_converged_status_then_rereads_within_the_
     first.kill();
     let queue = p.status.unwrap().outputs.queue_url.unwrap();
     let sqs = aws_sdk_sqs::Client::new(&testenv::sdk_config_for(&endpoint).await);
-    sqs.untag_queue()
-        .queue_url(&queue)
-        .tag_keys("Environment")
-        .send()
-        .await
-        .expect("untag");
+    untag_environment(&sqs, &queue).await;
 
     let second =
         Operator::start_with_clients(&endpoint, &ns, Duration::from_secs(2), |sdk, calls| {

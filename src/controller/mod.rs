@@ -191,9 +191,10 @@ impl Context {
             .remove(&Self::key(pipeline));
     }
 
-    /// The first time this process meets a pipeline whose AWS parts were in place at its current generation,
-    /// when to give it its first pass: after a restart 1,000 such pipelines are verified over
-    /// minutes, not in one burst of AWS reads. New specs and deletions never wait.
+    /// The first time this process meets a pipeline whose AWS parts were in place at its
+    /// current generation, when to give it its first pass: after a restart 1,000 such
+    /// pipelines are verified over minutes, not in one burst of AWS reads. New specs and
+    /// deletions never wait.
     pub(crate) fn startup_delay(&self, pipeline: &TrackingPipeline) -> Option<Duration> {
         let first = self
             .seen
