@@ -175,6 +175,9 @@ def main():
     print(f"  messages sent          {messages}  ({json.dumps({k: v for k, v in sent.items() if k != 'seed'})})")
     print(f"  updates written        {int(written)}  (update items in the table: {items})")
     print(f"  duplicates absorbed    {int(dups)}")
+    requeued = total(m, "tracking_worker_requeued_total")
+    if requeued:
+        print(f"  requeued as fresh copies {int(requeued)}  (deliveries lost near SQS's receive limit)")
     print(f"  in the DLQ             {len(seen)}  by reason: {json.dumps(reasons)}")
     print(f"  pipeline Ready after   {a.ready_after:.1f} s")
     print(f"  send + drain           {elapsed:.1f} s  ->  {messages / elapsed:.0f} messages/s (moto backend)")

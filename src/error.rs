@@ -27,6 +27,11 @@ pub enum Error {
     #[error("{resource} already exists and is not controlled by this pipeline")]
     ChildConflict { resource: String },
 
+    /// A status write was refused because the pipeline changed since the pass read it
+    /// (the watch cache lagged): the pass stops and starts again from the newer copy.
+    #[error("the status of {0} changed since this pass read it")]
+    StaleStatus(String),
+
     /// This replica lost the leader-election Lease; it must stop reconciling.
     #[error("lost the leader-election Lease {0}")]
     LeaseLost(String),
@@ -87,6 +92,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::LeaseLost(_) => "lease",
+            Error::StaleStatus(_) => "stale",
             Error::ChildConflict { .. } => "conflict",
             Error::Aws { .. } | Error::AwsUnexpected { .. } | Error::AwsDependency { .. } => "aws",
             Error::AwsConflict { .. } | Error::AdoptionRefused { .. } => "conflict",

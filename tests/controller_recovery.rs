@@ -6,9 +6,14 @@ mod controller_support;
 use std::time::Duration;
 
 use controller_support::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tracking_operator::controller::leader::LeaseLock;
+use tracking_operator::controller::status_writer::StatusWriter;
+use tracking_operator::error::Error;
 
 #[tokio::test]
 async fn aws_unreachable_gives_ready_false_with_a_reason_and_recovers() {
@@ -286,4 +291,52 @@ async fn a_hung_reconcile_fails_healthz_until_it_returns() {
     // Later passes are short but not instant on a loaded machine: poll.
     let alive = eventually(|| async { matches!(get().await, Ok((200, _))) }).await;
     assert!(alive, "alive again once the reconcile returned");
+}
+
+fn condition(type_: &str, status: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: "Test".into(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// A pass that starts from a copy older than the API server's (the watch cache had not yet
+/// delivered our own last write) must not put that copy's conditions back over the newer
+/// ones; another writer's key moving the version on is no reason to give up.
+#[tokio::test]
+async fn a_status_write_from_an_out_of_date_copy_is_refused_and_changes_nothing() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("stale-status").await;
+    let api = pipelines(&ns).await;
+    let created = create(&api, "stale", json!({})).await;
+
+    let mut pass = StatusWriter::new(api.clone(), &created);
+    pass.current.conditions = vec![condition("Ready", "True")];
+    pass.flush().await.expect("a write from the current copy");
+
+    // The autoscaler writes its own key in between: the pass's next write still lands.
+    let backlog = json!({ "status": { "worker": { "backlog": 5 } } });
+    api.patch_status("stale", &PatchParams::default(), &Patch::Merge(backlog))
+        .await
+        .expect("autoscaler-like write");
+    pass.current.conditions.push(condition("KeysReady", "True"));
+    pass.flush()
+        .await
+        .expect("a conflict in another writer's key is retried");
+
+    // A pass that read the pipeline before any of this.
+    let mut late = StatusWriter::new(api.clone(), &created);
+    late.current.conditions = vec![condition("Ready", "Unknown")];
+    let refused = late.flush().await;
+    assert!(matches!(refused, Err(Error::StaleStatus(_))), "{refused:?}");
+
+    let now = api.get_status("stale").await.expect("get");
+    assert!(is(&now, "Ready", "True"), "{:?}", now.status);
+    assert!(is(&now, "KeysReady", "True"), "{:?}", now.status);
+    let worker = now.status.and_then(|s| s.worker);
+    assert_eq!(worker.and_then(|w| w.backlog), Some(5));
 }

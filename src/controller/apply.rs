@@ -17,73 +17,18 @@ use super::Context;
 use super::conditions::{self, FALSE, UNKNOWN};
 use super::observe;
 use super::outcome::{self, Next, Stamp};
+use super::status_writer::StatusWriter;
 use crate::api::{Outputs, TrackingPipeline, TrackingPipelineStatus, condition};
 use crate::aws::{self, Part, PartReport, Readiness};
 use crate::error::Result;
 use crate::k8s;
 
-/// The pipeline's status during one pass: as found, as last written, and as it becomes.
-struct StatusWriter {
-    api: Api<TrackingPipeline>,
-    name: String,
-    original: TrackingPipelineStatus,
-    written: TrackingPipelineStatus,
-    current: TrackingPipelineStatus,
-}
-
-impl StatusWriter {
-    /// Writes the status when it changed since the last write; a steady state writes nothing.
-    async fn flush(&mut self) -> Result<()> {
-        if self.current == self.written {
-            return Ok(());
-        }
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(status_patch(&self.current)),
-            )
-            .await?;
-        self.written = self.current.clone();
-        Ok(())
-    }
-}
-
-/// A JSON merge patch keeps every key it is not told about, so an output that is no longer
-/// known (e.g. the worker role after the OIDC setting was removed) is sent as null.
-fn status_patch(status: &TrackingPipelineStatus) -> serde_json::Value {
-    let mut patch = json!({ "status": status });
-    // `status.worker` belongs to the autoscaler (src/autoscale) and `status.redrive` to the
-    // redrive loop (src/redrive.rs); a copy read at the start of this pass would overwrite
-    // their newer ones.
-    if let Some(status) = patch["status"].as_object_mut() {
-        status.remove("worker");
-        status.remove("redrive");
-    }
-    if let Some(outputs) = patch["status"]["outputs"].as_object_mut() {
-        let schema = schemars::schema_for!(Outputs);
-        let known = schema.get("properties").and_then(|p| p.as_object());
-        for key in known.into_iter().flat_map(|p| p.keys()) {
-            outputs
-                .entry(key.clone())
-                .or_insert(serde_json::Value::Null);
-        }
-    }
-    patch
-}
-
 pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Action> {
-    let original = pipeline.status.clone().unwrap_or_default();
-    let mut status = StatusWriter {
-        api: Api::namespaced(
-            ctx.client.clone(),
-            &pipeline.namespace().unwrap_or_default(),
-        ),
-        name: pipeline.name_any(),
-        written: original.clone(),
-        current: original.clone(),
-        original,
-    };
+    let api = Api::namespaced(
+        ctx.client.clone(),
+        &pipeline.namespace().unwrap_or_default(),
+    );
+    let mut status = StatusWriter::new(api, &pipeline);
     let stamp = || Stamp {
         generation: pipeline.metadata.generation,
         now: Time(Timestamp::now()),
@@ -380,21 +325,4 @@ async fn apply_children(
     report.readiness =
         k8s::worker_readiness(&deployment, Timestamp::now(), ctx.config.worker_start_grace);
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outputs_no_longer_known_are_cleared_by_the_patch() {
-        let mut status = TrackingPipelineStatus::default();
-        status.outputs.queue_url = Some("http://q".into());
-        let patch = status_patch(&status);
-        let outputs = &patch["status"]["outputs"];
-        assert_eq!(outputs["queueUrl"], "http://q");
-        assert!(outputs["workerRoleArn"].is_null());
-        assert!(outputs.as_object().unwrap().contains_key("workerRoleArn"));
-        assert_eq!(outputs.as_object().unwrap().len(), 16);
-    }
 }

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod liveness;
 mod observe;
 mod outcome;
+pub mod status_writer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -286,7 +287,15 @@ async fn reconcile(pipeline: Arc<TrackingPipeline>, ctx: Arc<Context>) -> Result
         let api: Api<TrackingPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
         let result = finalizer(&api, FINALIZER, pipeline, |event| async {
             match event {
-                Finalizer::Apply(p) => apply::apply(p, &ctx).await,
+                Finalizer::Apply(p) => match apply::apply(p.clone(), &ctx).await {
+                    // Not a failure: the watch cache had not caught up with a newer write.
+                    // Start again from the newer copy once it arrives.
+                    Err(err @ Error::StaleStatus(_)) => {
+                        info!(error = %err, "pass started from an out-of-date copy; again");
+                        Ok(Action::requeue(ctx.next_retry(&p)))
+                    }
+                    result => result,
+                },
                 Finalizer::Cleanup(p) => cleanup::cleanup(p, &ctx).await,
             }
         })
@@ -326,6 +335,16 @@ fn spec_or_lifecycle(pipeline: &TrackingPipeline) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// What the cache keeps of a pipeline: never read, `managedFields` and kubectl's copy of
+/// the last applied manifest are often larger than the rest of the object, and there is one
+/// copy per pipeline in memory for the life of the process.
+fn prune(pipeline: &mut TrackingPipeline) {
+    pipeline.managed_fields_mut().clear();
+    pipeline
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -359,6 +378,7 @@ pub async fn run(
         let health = health.clone();
         move |event| health.liveness.watch_result(event.is_ok())
     })
+    .modify(prune)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
@@ -418,4 +438,32 @@ pub async fn run(
         .await;
     health.running.store(false, Ordering::Relaxed);
     info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::ResourceExt;
+
+    use super::prune;
+    use crate::api::{TrackingPipeline, TrackingPipelineSpec};
+
+    #[test]
+    fn the_cache_drops_managed_fields_and_the_last_applied_copy_but_keeps_the_rest() {
+        let mut p = TrackingPipeline::new("parcels", TrackingPipelineSpec::default());
+        p.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        p.metadata.annotations = Some(
+            [
+                ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+                ("team", "logistics"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        );
+        prune(&mut p);
+        assert!(p.managed_fields().is_empty());
+        assert_eq!(p.annotations().len(), 1);
+        assert_eq!(p.annotations()["team"], "logistics");
+        assert_eq!(p.spec, TrackingPipelineSpec::default());
+    }
 }

@@ -184,6 +184,17 @@ pub async fn collect_batch(ctx: &Arc<Ctx>) -> Result<Batch> {
             continue;
         }
         ctx.metrics.received.inc_by(messages.len() as u64);
+        // Requeued at receipt, not after the batching window: a replica killed while it
+        // collects would add one more lost delivery to a message already near SQS's limit.
+        let requeued = requeue_due(ctx, &messages).await;
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .zip(requeued)
+            .filter_map(|(m, requeued)| (!requeued).then_some(m))
+            .collect();
+        if messages.is_empty() {
+            continue;
+        }
         ctx.metrics.in_flight.inc_by(messages.len() as i64);
         if let Ok(mut r) = batch.receipts.lock() {
             r.extend(messages.iter().filter_map(|m| {
@@ -271,7 +282,6 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
     let mut statuses: Vec<Option<String>> = (0..messages.len()).map(|_| None).collect();
     let mut pending = Vec::new();
     let mut others = Vec::new();
-    let requeued = requeue_due(ctx, &messages).await;
     for (i, m) in messages.iter().enumerate() {
         let receives = receive_count(m);
         if receives > 1 {
@@ -281,14 +291,8 @@ async fn process_batch(ctx: &Arc<Ctx>, mut batch: Batch) {
                 message_id = m.message_id(),
                 source_message_id = requeue::source_message_id(m),
                 receives,
-                requeued = requeued[i],
                 "message received again"
             );
-        }
-        if requeued[i] {
-            // The copy carries it on; the original is deleted.
-            outcomes[i] = Some(Outcome::Deleted);
-            continue;
         }
         match model::parse_message(m.body().unwrap_or_default(), sent_at(m)) {
             Ok(Parsed::Update(u)) => {
@@ -363,7 +367,16 @@ async fn requeue_due(ctx: &Ctx, messages: &[Message]) -> Vec<bool> {
             return false;
         }
         match requeue::requeue(ctx, m).await {
-            Ok(()) => true,
+            Ok(()) => {
+                // The copy carries it on; the original is deleted.
+                tracing::info!(
+                    message_id = m.message_id(),
+                    source_message_id = requeue::source_message_id(m),
+                    receives = receive_count(m),
+                    "message requeued as a fresh copy"
+                );
+                true
+            }
             Err(e) => {
                 tracing::warn!(message_id = m.message_id(), error = %e, "could not requeue; processing the message as it is");
                 false

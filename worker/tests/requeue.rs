@@ -153,3 +153,45 @@ async fn a_message_whose_deliveries_were_lost_is_requeued_not_dead_lettered() {
     assert_ne!(a(dlq_attr::SOURCE_MESSAGE_ID), id);
     assert_eq!(p.depth().await, (0, 0));
 }
+
+/// A message one receive away from SQS's redrive goes back at receipt, not after the
+/// batching window: a replica killed while it collects a batch (up to the 30 s default)
+/// would otherwise cost the message the receive that sends it to the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_near_the_limit_is_requeued_at_receipt_not_after_the_batching_window() {
+    let p = common::pipeline("requeue-early", 30).await;
+    let bodies = [
+        r#"{"tracking_id":"RE-1","status":"IN_TRANSIT"}"#.to_string(),
+        r#"{"tracking_id":"RE-2","status":"DELIVERED"}"#.to_string(),
+    ];
+    common::send_batch(&p.sqs, &p.queue_url, &bodies).await;
+    lose_deliveries(&p, 2).await;
+
+    let mut config = p.config(&testenv::moto().endpoint());
+    config.settings.concurrency = 1;
+    config.settings.max_batching_window_seconds = 20;
+    let worker = Worker::start(config, &testenv::moto().sdk_config().await)
+        .await
+        .expect("worker starts");
+    let early = common::poll_until(Duration::from_secs(8), || async {
+        worker.report().requeued >= 2
+    })
+    .await;
+    let during = worker.report();
+    // SIGKILLed inside its batching window.
+    drop(worker);
+    assert!(
+        early,
+        "requeued only after the 20 s batching window: {during:?}"
+    );
+    assert_eq!((during.requeued, during.written), (2, 0), "{during:?}");
+    assert_eq!(p.dlq_depth().await, (0, 0));
+    // The originals are gone; what is left are the two copies, at zero receives or held by
+    // the killed worker's batch.
+    let (visible, in_flight) = p.depth().await;
+    assert_eq!(
+        visible + in_flight,
+        2,
+        "{visible} visible, {in_flight} in flight"
+    );
+}
