@@ -14,9 +14,19 @@ emulators_fetch() { # $1 = profile (elasticmq | dynamodb)
       -DincludeScope=runtime -DoutputDirectory="$BENCH_CACHE/$1" >"$BENCH_CACHE/mvn-$1.log" 2>&1
 }
 
-# True when java and mvn exist and both jars are (or could be) cached.
+# Java and Maven from Debian's packages when missing (root and apt-get needed; a benchmark,
+# unlike `make test`, may take the time).
+emulators_install() {
+  command -v java >/dev/null && command -v mvn >/dev/null && return 0
+  command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] || return 1
+  echo "bench: installing java and maven (Debian packages)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      default-jre-headless maven; } >"$BENCH_CACHE/apt.log" 2>&1
+}
+
+# True when java and mvn exist (or could be installed) and both jars are (or could be) cached.
 emulators_available() {
-  command -v java >/dev/null && command -v mvn >/dev/null \
+  emulators_install && command -v java >/dev/null && command -v mvn >/dev/null \
     && emulators_fetch elasticmq && emulators_fetch dynamodb
 }
 

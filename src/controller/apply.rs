@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
@@ -18,7 +16,7 @@ use super::conditions::{self, FALSE, UNKNOWN};
 use super::observe;
 use super::outcome::{self, Next, Stamp};
 use super::status_writer::StatusWriter;
-use crate::api::{Outputs, TrackingPipeline, TrackingPipelineStatus, condition};
+use crate::api::{TrackingPipeline, TrackingPipelineStatus, condition};
 use crate::aws::{self, Part, PartReport, Readiness};
 use crate::error::Result;
 use crate::k8s;
