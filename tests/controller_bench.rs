@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use controller_support::*;
 use futures::future::join_all;
+use kube::ResourceExt;
 use serde_json::json;
 use testenv::faults::{FaultProxy, Rule};
 use tracking_operator::aws::calls::is_write;
@@ -335,6 +336,10 @@ async fn operator_benchmark() {
     .await;
     let mut peak_rss = 0.0f64;
     let mut last_print = Instant::now();
+    // The last time the provisioned count moved: a run that stalls (one pipeline the
+    // operator never picks up) still prints its figures, naming what is missing.
+    let stall: u64 = env_or("BENCH_STALL_SECONDS", 900);
+    let (mut best, mut moved) = (0, Instant::now());
     loop {
         peak_rss = peak_rss.max(op.peak_rss_mib());
         w.sample(&aws);
@@ -343,6 +348,9 @@ async fn operator_benchmark() {
         if ready == count {
             break;
         }
+        if ready > best {
+            (best, moved) = (ready, Instant::now());
+        }
         if last_print.elapsed() > Duration::from_secs(60) {
             println!(
                 "  ... {ready}/{count} provisioned after {:.0} s",
@@ -350,8 +358,22 @@ async fn operator_benchmark() {
             );
             last_print = Instant::now();
         }
-        if w.start.elapsed() > Duration::from_secs(3 * 3600) {
-            println!("gave up after 3 h with {ready}/{count} provisioned");
+        if moved.elapsed() > Duration::from_secs(stall) {
+            println!("no progress for {stall} s: {ready}/{count} provisioned; not provisioned:");
+            for p in list.items.iter().filter(|p| !provisioned(p)).take(20) {
+                let conditions = p.status.as_ref().map(|s| {
+                    s.conditions
+                        .iter()
+                        .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
+                        .collect::<Vec<_>>()
+                });
+                println!(
+                    "  {} finalizers {:?} conditions {:?}",
+                    p.name_any(),
+                    p.metadata.finalizers,
+                    conditions
+                );
+            }
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

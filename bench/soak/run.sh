@@ -35,6 +35,7 @@ export SOAK_SQS_ENDPOINT="http://127.0.0.1:$SQS_PORT"
 export SOAK_DYNAMODB_ENDPOINT="http://127.0.0.1:$DDB_PORT"
 export SOAK_CLOUDWATCH_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export SOAK_LOG_DIR="${SOAK_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")}"
+mkdir -p "$SOAK_LOG_DIR"
 echo "soak: worker logs in $SOAK_LOG_DIR" >&2
 cd "$ROOT"
 cargo test -q --workspace --test soak -- --ignored --nocapture
