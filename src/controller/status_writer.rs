@@ -70,10 +70,10 @@ impl StatusWriter {
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     let fresh = self.api.get_status(&self.name).await?;
-                    if ours(&fresh.status.clone().unwrap_or_default()) != self.server {
+                    self.version = fresh.resource_version();
+                    if ours(&fresh.status.unwrap_or_default()) != self.server {
                         return Err(Error::StaleStatus(self.name.clone()));
                     }
-                    self.version = fresh.resource_version();
                 }
                 Err(e) => return Err(e.into()),
             }
