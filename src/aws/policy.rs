@@ -98,8 +98,10 @@ pub fn worker_policy(r: &WorkerResources<'_>) -> Value {
                 // The worker requeues a message SQS would dead-letter for lost deliveries.
                 "sqs:SendMessage"
             ], "Resource": r.queue_arn},
+            // The worker dead-letters poison, and sweeps back updates SQS moved there.
             {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": [
-                "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"
+                "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
+                "sqs:SendMessage"
             ], "Resource": r.dead_letter_queue_arn},
             {"Sid": "AuditTable", "Effect": "Allow", "Action": [
                 "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem",

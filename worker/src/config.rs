@@ -14,6 +14,10 @@ use crate::contract::{SettingsError, WorkerSettings};
 pub const DRAIN_SECONDS_ENV: &str = "TRACKING_DRAIN_SECONDS";
 pub const DEFAULT_DRAIN_SECONDS: u64 = crate::contract::DRAIN_SECONDS;
 
+/// Worker-only knob: seconds between sweeps of the DLQ for updates SQS moved there (0: none).
+pub const DLQ_SWEEP_SECONDS_ENV: &str = "TRACKING_DLQ_SWEEP_SECONDS";
+pub const DEFAULT_DLQ_SWEEP_SECONDS: u64 = 60;
+
 /// Worker-only knob: how a batch's updates reach the table.
 pub const WRITE_MODE_ENV: &str = "TRACKING_WRITE_MODE";
 
@@ -52,6 +56,8 @@ pub struct Config {
     pub replica: String,
     pub write_mode: WriteMode,
     pub client: ClientKind,
+    /// How often the DLQ is swept for updates SQS moved there (`crate::sweep`); zero: never.
+    pub dlq_sweep: Duration,
 }
 
 impl Config {
@@ -62,6 +68,7 @@ impl Config {
             replica: replica_name(),
             write_mode: WriteMode::Put,
             client: ClientKind::Lean,
+            dlq_sweep: Duration::from_secs(DEFAULT_DLQ_SWEEP_SECONDS),
         }
     }
 
@@ -76,6 +83,14 @@ impl Config {
                 reason: "not a whole number".into(),
             })?;
             config.drain = Duration::from_secs(secs);
+        }
+        if let Ok(raw) = std::env::var(DLQ_SWEEP_SECONDS_ENV) {
+            let secs: u64 = raw.trim().parse().map_err(|_| SettingsError::Invalid {
+                var: DLQ_SWEEP_SECONDS_ENV,
+                value: raw.clone(),
+                reason: "not a whole number".into(),
+            })?;
+            config.dlq_sweep = Duration::from_secs(secs);
         }
         if let Ok(raw) = std::env::var(WRITE_MODE_ENV) {
             config.write_mode = match raw.trim() {

@@ -404,7 +404,7 @@ fn forget(batch: &Batch, message: &Message) {
 
 /// Unique per processing attempt: stored on the item, it tells a write whose answer was
 /// lost (retried by this attempt) from a duplicate.
-fn write_token() -> String {
+pub(crate) fn write_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 

@@ -5,7 +5,8 @@
 //! JSON in [`json`], event times in [`timestamp`]) → [`write`] stores it through [`store`]
 //! with a conditional put → [`settle`] deletes what settled, dead-letters the poison, returns
 //! the failures; [`requeue`] moves a message SQS is about to dead-letter for lost deliveries
-//! to a fresh copy. [`maintenance`] runs the daily job; [`metrics`] and
+//! to a fresh copy, and [`sweep`] takes back the updates SQS moved to the DLQ all the same.
+//! [`maintenance`] runs the daily job; [`metrics`] and
 //! [`http`] expose what happened.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod requeue;
 pub mod retry;
 pub mod settle;
 pub mod store;
+pub mod sweep;
 pub mod synth;
 pub mod timestamp;
 mod worker;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Messages moved to a fresh copy before SQS's redrive (see `requeue`).
     pub requeued: Counter,
+    /// Updates SQS had moved to the DLQ, taken back by a sweep (see `sweep`), by result.
+    pub recovered: Family<ResultLabel, Counter>,
     pub failed: Family<ReasonLabel, Counter>,
     pub dead_lettered: Family<ReasonLabel, Counter>,
     pub throttles: Family<CallLabel, Counter>,
@@ -63,6 +65,7 @@ pub struct Metrics {
 /// Label-free totals for [`Report`] (a `Family` cannot be summed through its public API).
 #[derive(Default)]
 struct Totals {
+    recovered: AtomicU64,
     dead_lettered: AtomicU64,
     failed: AtomicU64,
     throttles: AtomicU64,
@@ -86,6 +89,8 @@ pub struct Report {
     pub written: u64,
     pub duplicates: u64,
     pub requeued: u64,
+    /// Updates taken back from the DLQ (written now, or found already stored).
+    pub recovered: u64,
     pub dead_lettered: u64,
     pub failed: u64,
     pub throttles: u64,
@@ -109,6 +114,7 @@ impl Metrics {
             written: Counter::default(),
             duplicates: Counter::default(),
             requeued: Counter::default(),
+            recovered: Family::default(),
             failed: Family::default(),
             dead_lettered: Family::default(),
             throttles: Family::default(),
@@ -143,6 +149,11 @@ impl Metrics {
             "requeued",
             "Messages sent back to the queue as a fresh copy before SQS's redrive policy would move them to the DLQ",
             m.requeued.clone(),
+        );
+        registry.register(
+            "recovered_from_dlq",
+            "Updates SQS had moved to the DLQ after lost deliveries, taken back by a sweep (written, or already_stored)",
+            m.recovered.clone(),
         );
         registry.register(
             "failures",
@@ -276,6 +287,11 @@ impl Metrics {
         self.totals.failed.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_recovered(&self, result: &'static str) {
+        self.recovered.get_or_create(&ResultLabel { result }).inc();
+        self.totals.recovered.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_dead_lettered(&self, reason: &str) {
         self.dead_lettered
             .get_or_create(&ReasonLabel {
@@ -292,6 +308,7 @@ impl Metrics {
             written: self.written.get(),
             duplicates: self.duplicates.get(),
             requeued: self.requeued.get(),
+            recovered: t.recovered.load(Ordering::Relaxed),
             dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
             failed: t.failed.load(Ordering::Relaxed),
             throttles: t.throttles.load(Ordering::Relaxed),

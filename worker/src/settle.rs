@@ -53,6 +53,17 @@ pub fn failed(ctx: &Ctx, message: &Message, e: &Error, reason: &'static str) -> 
 /// item keyed by the source message id, written after the delete, makes a redelivery (the
 /// delete failed) skip the send: the poison reaches the DLQ once.
 pub async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outcome {
+    dead_letter_from(ctx, message, poison, &ctx.config.settings.queue_url).await
+}
+
+/// [`dead_letter`] for a message received from `queue_url` (the DLQ itself, for poison SQS
+/// moved there without a reason: see [`crate::sweep`]).
+pub async fn dead_letter_from(
+    ctx: &Ctx,
+    message: &Message,
+    poison: &Poison,
+    queue_url: &str,
+) -> Outcome {
     // A requeued copy is the message first received: one marker for all copies.
     let message_id = crate::requeue::source_message_id(message);
     if !message_id.is_empty() {
@@ -79,7 +90,7 @@ pub async fn dead_letter(ctx: &Ctx, message: &Message, poison: &Poison) -> Outco
             ctx.metrics.record_dead_lettered(poison.code());
             ctx.counters.record_dead_lettered();
             if let Some(receipt) = message.receipt_handle() {
-                delete(ctx, vec![receipt.to_string()]).await;
+                delete_from(ctx, queue_url, vec![receipt.to_string()]).await;
             }
             // Also after a delete SQS accepted: a stale receipt handle (the message was
             // received again meanwhile) is accepted without deleting it.
@@ -187,10 +198,15 @@ pub fn retry_delay_seconds(receive_count: u32, visibility_timeout: u32) -> u32 {
 /// counted (`failures_total{reason="delete"}`): it will be redelivered and absorbed as a
 /// duplicate.
 pub async fn delete(ctx: &Ctx, receipts: Vec<String>) -> usize {
+    delete_from(ctx, &ctx.config.settings.queue_url, receipts).await
+}
+
+/// [`delete`] from the queue `queue_url`.
+pub async fn delete_from(ctx: &Ctx, queue_url: &str, receipts: Vec<String>) -> usize {
     let undeleted: usize = futures::future::join_all(
         receipts
             .chunks(SQS_BATCH_MAX)
-            .map(|chunk| delete_chunk(ctx, chunk)),
+            .map(|chunk| delete_chunk(ctx, queue_url, chunk)),
     )
     .await
     .into_iter()
@@ -203,7 +219,7 @@ pub async fn delete(ctx: &Ctx, receipts: Vec<String>) -> usize {
 
 /// One `DeleteMessageBatch` of up to ten, with its failed entries retried; returns how many
 /// stay undeleted.
-async fn delete_chunk(ctx: &Ctx, chunk: &[String]) -> usize {
+async fn delete_chunk(ctx: &Ctx, queue_url: &str, chunk: &[String]) -> usize {
     let mut undeleted = 0;
     let mut todo: Vec<(String, &str)> = chunk
         .iter()
@@ -216,7 +232,7 @@ async fn delete_chunk(ctx: &Ctx, chunk: &[String]) -> usize {
             &ctx.abandon,
             "sqs",
             "DeleteMessageBatch",
-            || ctx.sqs.delete_batch(&ctx.config.settings.queue_url, &todo),
+            || ctx.sqs.delete_batch(queue_url, &todo),
         )
         .await;
         let failed = match out {

@@ -123,6 +123,11 @@ impl Worker {
             background_stop.clone(),
         ));
 
+        background.spawn(crate::sweep::sweep_periodically(
+            ctx.clone(),
+            background_stop.clone(),
+        ));
+
         crate::requeue::load_threshold(&ctx).await;
         let mut receivers = JoinSet::new();
         for id in 0..ctx.config.settings.concurrency {

@@ -92,6 +92,7 @@ fn report(child: &mut Child) -> Report {
         written: n("written"),
         duplicates: n("duplicates"),
         requeued: n("requeued"),
+        recovered: n("recovered"),
         dead_lettered: n("dead_lettered"),
         failed: n("failed"),
         throttles: n("throttles"),

@@ -29,6 +29,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("key_conflicts", "tracking_worker_key_conflicts_total"),
     ("received", "tracking_worker_messages_received_total"),
     ("requeued", "tracking_worker_requeued_total"),
+    ("recovered", "tracking_worker_recovered_from_dlq_total"),
 ];
 
 fn env(name: &str) -> String {
@@ -251,6 +252,8 @@ async fn soak() {
         plan.summary.poison_by_kind.len()
     );
 
+    // How often each replica sweeps the DLQ for updates SQS moved there (default 60 s).
+    let sweep = env_or("SOAK_DLQ_SWEEP_SECONDS", 10);
     let mut fleet = Fleet {
         binary: env("SOAK_WORKER"),
         env: vec![
@@ -262,6 +265,7 @@ async fn soak() {
             ("TRACKING_MAX_BATCHING_WINDOW_SECONDS".into(), "1".into()),
             ("TRACKING_CONCURRENCY".into(), "8".into()),
             ("TRACKING_VISIBILITY_TIMEOUT_SECONDS".into(), "30".into()),
+            ("TRACKING_DLQ_SWEEP_SECONDS".into(), sweep.to_string()),
             (
                 "TRACKING_METRICS_NAMESPACE".into(),
                 "TrackingOperator/Soak".into(),
@@ -386,6 +390,19 @@ async fn soak() {
         );
     }
     let drained = started.elapsed();
+    // Kills stop here. What SQS moved to the DLQ is taken back by the replicas' sweeps: wait
+    // for the leases of killed sweeps to end, then for two sweeps of every replica.
+    events.push(format!(
+        "{:>4} s  queue drained; kills stop, the DLQ sweeps (every {sweep} s) finish",
+        drained.as_secs()
+    ));
+    let leases_end = Instant::now() + Duration::from_secs(60);
+    while p.dlq_depth().await.1 > 0 && Instant::now() < leases_end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fleet.scrape();
+    }
+    tokio::time::sleep(Duration::from_secs(2 * sweep + 2)).await;
+    fleet.scrape();
     sender.await.expect("sender");
     let kills = fleet.kills;
     let totals = fleet.stop();
@@ -494,6 +511,10 @@ async fn soak() {
         );
     }
     println!("  valid updates in the DLQ     {valid_in_dlq}");
+    println!(
+        "  taken back from the DLQ      {} (updates SQS moved there after lost deliveries, stored or found stored by a sweep)",
+        totals.get("recovered").copied().unwrap_or(0)
+    );
     if !diagnosis.is_empty() {
         println!("  DLQ messages to explain (valid updates; poison copies of one body):");
         for line in &diagnosis {

@@ -1,0 +1,210 @@
+//! Sweep: valid updates that SQS moved to the dead-letter queue are stored and taken out of it.
+//!
+//! The worker dead-letters only poison, itself, with a reason attribute. A message SQS moved
+//! (no reason) is one whose deliveries were lost `maxReceiveCount` times: receives answered to
+//! replicas as they were killed, beyond what the requeue at receipt can see (see
+//! [`crate::requeue`]). Nothing is wrong with it, and usually its item is already written. So
+//! every [`Config::dlq_sweep`](crate::config::Config) each replica looks at the DLQ (one
+//! `GetQueueAttributes` while it is empty, the normal case) and handles each message without
+//! a reason once, as the main queue's consumer would:
+//!
+//! - an update is written with the same conditional put (same key, same digest), then deleted
+//!   from the DLQ: stored now, or found already stored;
+//! - poison is dead-lettered with its reason (the marker keeps it to one copy), and the
+//!   reasonless original deleted;
+//! - the daily maintenance message, and anything that cannot be handled now (the table
+//!   refuses writes), is left where it is for people to see.
+//!
+//! Messages are leased while a sweep looks at them, as `trackctl dlq list` does, and every
+//! lease not ending in a delete is handed back at once, so people and redrives see the DLQ
+//! as it was. A sweep that meets a message twice (the same one handed out again) stops.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, QueueAttributeName};
+use chrono::Utc;
+
+use crate::consumer::{dlq_attr, sent_at, write_token};
+use crate::error::{Error, Result};
+use crate::model::{self, Parsed};
+use crate::settle::{Outcome, dead_letter_from, delete_from};
+use crate::worker::Ctx;
+use crate::write::{Pending, Written, write_updates};
+
+/// How long a sweep holds the messages it looks at (handed back sooner).
+const LEASE_SECONDS: i32 = 30;
+/// Receives per sweep, at most (ten messages each).
+const MAX_RECEIVES: usize = 10;
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Updates SQS had moved that were not in the table: written now.
+    pub written: u64,
+    /// Updates SQS had moved whose item was already written.
+    pub already_stored: u64,
+    /// Reasonless poison, dead-lettered again with its reason.
+    pub poison: u64,
+    /// Messages left in the DLQ (the worker's own, with a reason; maintenance; failures).
+    pub left: u64,
+}
+
+/// Sweeps the DLQ every `ctx.config.dlq_sweep` until `stop` fires.
+pub async fn sweep_periodically(ctx: Arc<Ctx>, stop: tokio_util::sync::CancellationToken) {
+    let every = ctx.config.dlq_sweep;
+    if every.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ctx.stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        // While the table refuses writes nothing here could be stored either.
+        if ctx.metrics.any_environment_failing() {
+            continue;
+        }
+        match sweep(&ctx).await {
+            Ok(s) if s != Swept::default() => {
+                tracing::info!(?s, "dead-letter queue swept")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep the dead-letter queue"),
+        }
+    }
+}
+
+/// One sweep of the DLQ (see the module doc).
+pub async fn sweep(ctx: &Ctx) -> Result<Swept> {
+    let dlq = &ctx.config.settings.dead_letter_queue_url;
+    let mut swept = Swept::default();
+    if visible(ctx, dlq).await? == 0 {
+        return Ok(swept);
+    }
+    let mut seen = HashSet::new();
+    let mut held = Vec::new();
+    'receives: for _ in 0..MAX_RECEIVES {
+        ctx.metrics.call("sqs", "ReceiveMessage");
+        let messages = ctx.sqs.receive(dlq, 10, 0, Some(LEASE_SECONDS)).await?;
+        if messages.is_empty() {
+            break;
+        }
+        for m in &messages {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            if !seen.insert(m.message_id().unwrap_or_default().to_string()) {
+                held.push(receipt.to_string());
+                // Handed out again: everything visible has been looked at.
+                break 'receives;
+            }
+            let recovered = if has_reason(m) {
+                false
+            } else {
+                recover(ctx, m, &mut swept).await
+            };
+            if !recovered {
+                swept.left += 1;
+                held.push(receipt.to_string());
+            }
+        }
+        if ctx.stop.is_cancelled() {
+            break;
+        }
+    }
+    release(ctx, dlq, &held).await;
+    Ok(swept)
+}
+
+fn has_reason(m: &Message) -> bool {
+    m.message_attributes()
+        .is_some_and(|a| a.contains_key(dlq_attr::REASON))
+}
+
+/// Handles one message SQS moved; whether it is gone from the DLQ.
+async fn recover(ctx: &Ctx, m: &Message, swept: &mut Swept) -> bool {
+    let dlq = &ctx.config.settings.dead_letter_queue_url;
+    let receipt = m.receipt_handle().unwrap_or_default().to_string();
+    match model::parse_message(m.body().unwrap_or_default(), sent_at(m)) {
+        Ok(Parsed::Update(u)) => {
+            let item = u.to_item(
+                crate::requeue::source_message_id(m),
+                &write_token(),
+                Utc::now(),
+                ctx.config.settings.ttl_days,
+            );
+            let written = write_updates(ctx, vec![Pending { index: 0, item }]).await;
+            let outcome = match written.into_iter().next().map(|(_, r)| r) {
+                Some(Ok(Written::New | Written::Conflict)) => {
+                    ctx.metrics.record_written();
+                    ctx.counters.record_status(&u.status);
+                    swept.written += 1;
+                    "written"
+                }
+                Some(Ok(Written::Duplicate)) => {
+                    swept.already_stored += 1;
+                    "already_stored"
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(message_id = m.message_id(), error = %e, "could not store an update from the dead-letter queue; leaving it there");
+                    return false;
+                }
+                None => return false,
+            };
+            ctx.metrics.record_recovered(outcome);
+            tracing::info!(
+                message_id = m.message_id(),
+                source_message_id = crate::requeue::source_message_id(m),
+                outcome,
+                "update moved to the dead-letter queue by SQS taken back"
+            );
+            delete_from(ctx, dlq, vec![receipt]).await == 0
+        }
+        // The day's run is for people to look at once it failed this often.
+        Ok(Parsed::Maintenance(_)) => false,
+        Err(poison) => match dead_letter_from(ctx, m, &poison, dlq).await {
+            Outcome::Deleted | Outcome::Delete => {
+                swept.poison += 1;
+                true
+            }
+            Outcome::Retry(_) | Outcome::Leave => false,
+        },
+    }
+}
+
+async fn visible(ctx: &Ctx, url: &str) -> Result<i64> {
+    ctx.metrics.call("sqs", "GetQueueAttributes");
+    let out = ctx
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(|e| Error::aws("sqs.GetQueueAttributes", e))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Hands leases back; best effort, a lease not handed back ends by itself.
+async fn release(ctx: &Ctx, url: &str, receipts: &[String]) {
+    for receipt in receipts {
+        ctx.metrics.call("sqs", "ChangeMessageVisibility");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            ctx.sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send(),
+        )
+        .await;
+    }
+}
