@@ -37,6 +37,9 @@ use crate::write::{Pending, Written, write_updates};
 const LEASE_SECONDS: i32 = 30;
 /// Receives per sweep, at most (ten messages each).
 const MAX_RECEIVES: usize = 10;
+/// How long one update's write may take (retries of an outage included) before it is left
+/// for a later sweep: well inside the lease, so no other sweep takes the message meanwhile.
+const WRITE_LIMIT: Duration = Duration::from_secs(20);
 
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,7 +139,14 @@ async fn recover(ctx: &Ctx, m: &Message, swept: &mut Swept) -> bool {
                 Utc::now(),
                 ctx.config.settings.ttl_days,
             );
-            let written = write_updates(ctx, vec![Pending { index: 0, item }]).await;
+            let write = write_updates(ctx, vec![Pending { index: 0, item }]);
+            let Ok(written) = tokio::time::timeout(WRITE_LIMIT, write).await else {
+                tracing::warn!(
+                    message_id = m.message_id(),
+                    "the table did not take an update from the dead-letter queue in time; leaving it there"
+                );
+                return false;
+            };
             let outcome = match written.into_iter().next().map(|(_, r)| r) {
                 Some(Ok(Written::New | Written::Conflict)) => {
                     ctx.metrics.record_written();

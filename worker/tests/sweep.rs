@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
+use testenv::faults::{FaultProxy, Rule};
 use tracking_worker::Worker;
 use tracking_worker::consumer::dlq_attr;
 use tracking_worker::model::{Parsed, parse};
@@ -130,4 +131,38 @@ async fn a_running_worker_sweeps_its_dlq_on_its_own() {
     let report = worker.shutdown().await;
     assert!(taken_back, "the DLQ was never swept: {report:?}");
     assert_eq!((report.recovered, report.written), (1, 1), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_table_refuses_stays_visible_in_the_dlq_for_a_later_sweep() {
+    let p = common::pipeline("sweep-denied", 30).await;
+    let body = r#"{"tracking_id":"SW-4","status":"IN_TRANSIT","timestamp":"2026-12-01T12:00:00Z"}"#;
+    common::send_batch(&p.sqs, &p.queue_url, &[body.into()]).await;
+    moved_by_sqs(&p, 1).await;
+    // IAM still propagating for the worker's role: every write is refused.
+    let proxy = FaultProxy::start(&testenv::moto().endpoint());
+    proxy.add_rule(Rule::error("dynamodb", "PutItem", "AccessDeniedException"));
+    let ctx = p.ctx_at(&proxy.endpoint()).await;
+    let refused = sweep(&ctx).await.expect("sweep");
+    assert_eq!(
+        refused,
+        Swept {
+            left: 1,
+            ..Swept::default()
+        }
+    );
+    assert_eq!(p.dlq_depth().await, (1, 0), "handed back at once");
+    assert!(p.items_of("SW-4").await.is_empty());
+
+    proxy.clear_rules();
+    let later = sweep(&ctx).await.expect("sweep");
+    assert_eq!(
+        later,
+        Swept {
+            written: 1,
+            ..Swept::default()
+        }
+    );
+    assert_eq!(p.dlq_depth().await, (0, 0));
+    assert_eq!(p.items_of("SW-4").await.len(), 1);
 }
