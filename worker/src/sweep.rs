@@ -15,15 +15,22 @@
 //! - the daily maintenance message, and anything that cannot be handled now (the table
 //!   refuses writes), is left where it is for people to see.
 //!
-//! Messages are leased while a sweep looks at them, as `trackctl dlq list` does, and every
-//! lease not ending in a delete is handed back at once, so people and redrives see the DLQ
-//! as it was. A sweep that meets a message twice (the same one handed out again) stops.
+//! A sweep leases every message it looks at, as `trackctl dlq list` does, until a receive
+//! comes back empty (up to [`MAX_MESSAGES`]): SQS, and ElasticMQ even more so, hands out the
+//! oldest messages first, so a sweep that handed each page back at once would see the same
+//! hundred of a large DLQ every time. Every lease not ending in a delete is handed back when
+//! the sweep ends, so people and redrives see the DLQ as it was. A sweep that meets a message
+//! twice (its lease ran out during a slow write) stops there.
+//!
+//! Looking at the whole DLQ costs about two calls per ten messages, so the periodic sweep
+//! skips a DLQ that has not grown since a sweep that left nothing to do later: a message SQS
+//! moves makes it grow.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, QueueAttributeName};
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, QueueAttributeName};
 use chrono::Utc;
 
 use crate::consumer::{dlq_attr, sent_at, write_token};
@@ -35,8 +42,8 @@ use crate::write::{Pending, Written, write_updates};
 
 /// How long a sweep holds the messages it looks at (handed back sooner).
 const LEASE_SECONDS: i32 = 30;
-/// Receives per sweep, at most (ten messages each).
-const MAX_RECEIVES: usize = 10;
+/// Messages one sweep looks at, at most.
+pub const MAX_MESSAGES: usize = 1_000;
 /// How long one update's write may take (retries of an outage included) before it is left
 /// for a later sweep: well inside the lease, so no other sweep takes the message meanwhile.
 const WRITE_LIMIT: Duration = Duration::from_secs(20);
@@ -44,6 +51,10 @@ const WRITE_LIMIT: Duration = Duration::from_secs(20);
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Every visible message was looked at (an empty receive ended the sweep).
+    pub complete: bool,
+    /// Messages SQS moved that could not be handled now (the table refused the write).
+    pub retry_later: u64,
     /// Updates SQS had moved that were not in the table: written now.
     pub written: u64,
     /// Updates SQS had moved whose item was already written.
@@ -54,12 +65,21 @@ pub struct Swept {
     pub left: u64,
 }
 
+impl Swept {
+    /// Whether anything was taken out of the DLQ.
+    pub fn took_back(&self) -> bool {
+        self.written + self.already_stored + self.poison > 0
+    }
+}
+
 /// Sweeps the DLQ every `ctx.config.dlq_sweep` until `stop` fires.
 pub async fn sweep_periodically(ctx: Arc<Ctx>, stop: tokio_util::sync::CancellationToken) {
     let every = ctx.config.dlq_sweep;
     if every.is_zero() {
         return;
     }
+    // The DLQ's depth after a sweep that left nothing to do later.
+    let mut quiet: Option<i64> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -70,11 +90,25 @@ pub async fn sweep_periodically(ctx: Arc<Ctx>, stop: tokio_util::sync::Cancellat
         if ctx.metrics.any_environment_failing() {
             continue;
         }
-        match sweep(&ctx).await {
-            Ok(s) if s != Swept::default() => {
-                tracing::info!(?s, "dead-letter queue swept")
+        let depth = match visible(&ctx).await {
+            Ok(depth) => depth,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the dead-letter queue's depth");
+                continue;
             }
-            Ok(_) => {}
+        };
+        if depth == 0 || quiet.is_some_and(|q| depth <= q) {
+            // Smaller (a redrive, retention): growth is measured from here.
+            quiet = Some(depth);
+            continue;
+        }
+        match sweep_visible(&ctx).await {
+            Ok(s) => {
+                if s.took_back() || s.retry_later > 0 {
+                    tracing::info!(?s, "dead-letter queue swept");
+                }
+                quiet = (s.complete && s.retry_later == 0).then_some(depth);
+            }
             Err(e) => tracing::warn!(error = %e, "could not sweep the dead-letter queue"),
         }
     }
@@ -82,44 +116,66 @@ pub async fn sweep_periodically(ctx: Arc<Ctx>, stop: tokio_util::sync::Cancellat
 
 /// One sweep of the DLQ (see the module doc).
 pub async fn sweep(ctx: &Ctx) -> Result<Swept> {
+    if visible(ctx).await? == 0 {
+        return Ok(Swept {
+            complete: true,
+            ..Swept::default()
+        });
+    }
+    sweep_visible(ctx).await
+}
+
+async fn sweep_visible(ctx: &Ctx) -> Result<Swept> {
     let dlq = &ctx.config.settings.dead_letter_queue_url;
     let mut swept = Swept::default();
-    if visible(ctx, dlq).await? == 0 {
-        return Ok(swept);
-    }
     let mut seen = HashSet::new();
     let mut held = Vec::new();
-    'receives: for _ in 0..MAX_RECEIVES {
+    let result = receive_all(ctx, dlq, &mut swept, &mut seen, &mut held).await;
+    release(ctx, dlq, &held).await;
+    result.map(|()| swept)
+}
+
+/// Leases and handles messages until a receive comes back empty (or a bound is met);
+/// `held` collects the leases to hand back.
+async fn receive_all(
+    ctx: &Ctx,
+    dlq: &str,
+    swept: &mut Swept,
+    seen: &mut HashSet<String>,
+    held: &mut Vec<String>,
+) -> Result<()> {
+    while seen.len() < MAX_MESSAGES {
         ctx.metrics.call("sqs", "ReceiveMessage");
         let messages = ctx.sqs.receive(dlq, 10, 0, Some(LEASE_SECONDS)).await?;
         if messages.is_empty() {
-            break;
+            swept.complete = true;
+            return Ok(());
         }
+        let mut again = false;
         for m in &messages {
             let Some(receipt) = m.receipt_handle() else {
                 continue;
             };
             if !seen.insert(m.message_id().unwrap_or_default().to_string()) {
                 held.push(receipt.to_string());
-                // Handed out again: everything visible has been looked at.
-                break 'receives;
+                again = true;
+                continue;
             }
             let recovered = if has_reason(m) {
                 false
             } else {
-                recover(ctx, m, &mut swept).await
+                recover(ctx, m, swept).await
             };
             if !recovered {
                 swept.left += 1;
                 held.push(receipt.to_string());
             }
         }
-        if ctx.stop.is_cancelled() {
-            break;
+        if again || ctx.stop.is_cancelled() {
+            return Ok(());
         }
     }
-    release(ctx, dlq, &held).await;
-    Ok(swept)
+    Ok(())
 }
 
 fn has_reason(m: &Message) -> bool {
@@ -145,6 +201,7 @@ async fn recover(ctx: &Ctx, m: &Message, swept: &mut Swept) -> bool {
                     message_id = m.message_id(),
                     "the table did not take an update from the dead-letter queue in time; leaving it there"
                 );
+                swept.retry_later += 1;
                 return false;
             };
             let outcome = match written.into_iter().next().map(|(_, r)| r) {
@@ -160,6 +217,7 @@ async fn recover(ctx: &Ctx, m: &Message, swept: &mut Swept) -> bool {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(message_id = m.message_id(), error = %e, "could not store an update from the dead-letter queue; leaving it there");
+                    swept.retry_later += 1;
                     return false;
                 }
                 None => return false,
@@ -180,17 +238,20 @@ async fn recover(ctx: &Ctx, m: &Message, swept: &mut Swept) -> bool {
                 swept.poison += 1;
                 true
             }
-            Outcome::Retry(_) | Outcome::Leave => false,
+            Outcome::Retry(_) | Outcome::Leave => {
+                swept.retry_later += 1;
+                false
+            }
         },
     }
 }
 
-async fn visible(ctx: &Ctx, url: &str) -> Result<i64> {
+async fn visible(ctx: &Ctx) -> Result<i64> {
     ctx.metrics.call("sqs", "GetQueueAttributes");
     let out = ctx
         .sqs
         .get_queue_attributes()
-        .queue_url(url)
+        .queue_url(&ctx.config.settings.dead_letter_queue_url)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await
@@ -202,17 +263,24 @@ async fn visible(ctx: &Ctx, url: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// Hands leases back; best effort, a lease not handed back ends by itself.
+/// Hands leases back, ten per call; best effort, a lease not handed back ends by itself.
 async fn release(ctx: &Ctx, url: &str, receipts: &[String]) {
-    for receipt in receipts {
-        ctx.metrics.call("sqs", "ChangeMessageVisibility");
+    for chunk in receipts.chunks(10) {
+        let entries = chunk.iter().enumerate().filter_map(|(i, receipt)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .build()
+                .ok()
+        });
+        ctx.metrics.call("sqs", "ChangeMessageVisibilityBatch");
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             ctx.sqs
-                .change_message_visibility()
+                .change_message_visibility_batch()
                 .queue_url(url)
-                .receipt_handle(receipt)
-                .visibility_timeout(0)
+                .set_entries(Some(entries.collect()))
                 .send(),
         )
         .await;

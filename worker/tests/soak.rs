@@ -281,10 +281,10 @@ async fn soak() {
                 "AWS_ENDPOINT_URL_CLOUDWATCH".into(),
                 env("SOAK_CLOUDWATCH_ENDPOINT"),
             ),
-            // Warnings, plus each redelivery and dead-lettering with its message id.
+            // Warnings, plus each redelivery, dead-lettering and sweep with its message id.
             (
                 "RUST_LOG".into(),
-                "warn,tracking_worker::consumer=info,tracking_worker::settle=info".into(),
+                "warn,tracking_worker::consumer=info,tracking_worker::settle=info,tracking_worker::sweep=info".into(),
             ),
         ],
         log_dir,

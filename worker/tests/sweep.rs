@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use testenv::faults::{FaultProxy, Rule};
 use tracking_worker::Worker;
 use tracking_worker::consumer::dlq_attr;
@@ -35,6 +35,13 @@ async fn moved_by_sqs(p: &common::Pipeline, n: u64) {
     )
     .await;
     assert_eq!(p.depth().await, (0, 0), "everything moved");
+}
+
+/// (written, already stored, poison, left, to retry later) of a sweep, which must have seen
+/// the whole DLQ.
+fn counts(s: &Swept) -> (u64, u64, u64, u64, u64) {
+    assert!(s.complete, "{s:?}");
+    (s.written, s.already_stored, s.poison, s.left, s.retry_later)
 }
 
 /// Writes `body` as the worker would have before its delete was lost.
@@ -84,6 +91,7 @@ async fn a_sweep_stores_what_sqs_moved_once_and_leaves_the_workers_own_dead_lett
         (1, 1, 1),
         "{first:?}"
     );
+    assert!(first.complete, "{first:?}");
     // Every lease handed back: the DLQ is visible as before, minus what was taken back.
     assert_eq!(
         p.dlq_depth().await,
@@ -95,13 +103,7 @@ async fn a_sweep_stores_what_sqs_moved_once_and_leaves_the_workers_own_dead_lett
     }
     // Nothing more to do: a second sweep changes nothing.
     let second = sweep(&ctx).await.expect("sweep");
-    assert_eq!(
-        second,
-        Swept {
-            left: 2,
-            ..Swept::default()
-        }
-    );
+    assert_eq!(counts(&second), (0, 0, 0, 2, 0), "{second:?}");
 
     let mut reasons = common::dlq_reasons(&p.drain_dlq(2).await);
     reasons.sort();
@@ -144,25 +146,52 @@ async fn an_update_the_table_refuses_stays_visible_in_the_dlq_for_a_later_sweep(
     proxy.add_rule(Rule::error("dynamodb", "PutItem", "AccessDeniedException"));
     let ctx = p.ctx_at(&proxy.endpoint()).await;
     let refused = sweep(&ctx).await.expect("sweep");
-    assert_eq!(
-        refused,
-        Swept {
-            left: 1,
-            ..Swept::default()
-        }
-    );
+    assert_eq!(counts(&refused), (0, 0, 0, 1, 1), "{refused:?}");
     assert_eq!(p.dlq_depth().await, (1, 0), "handed back at once");
     assert!(p.items_of("SW-4").await.is_empty());
 
     proxy.clear_rules();
     let later = sweep(&ctx).await.expect("sweep");
-    assert_eq!(
-        later,
-        Swept {
-            written: 1,
-            ..Swept::default()
-        }
-    );
+    assert_eq!(counts(&later), (1, 0, 0, 0, 0), "{later:?}");
     assert_eq!(p.dlq_depth().await, (0, 0));
     assert_eq!(p.items_of("SW-4").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_update_behind_many_dead_letters_is_found() {
+    let p = common::pipeline("sweep-deep", 30).await;
+    // 150 of the worker's own dead letters, older than the update SQS moves: queues hand out
+    // their oldest messages first.
+    let reason = MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value("not_json")
+        .build()
+        .expect("attribute");
+    for batch in 0..15 {
+        let entries = (0..10)
+            .map(|i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(format!("garbage-{batch}-{i}"))
+                    .message_attributes(dlq_attr::REASON, reason.clone())
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        p.sqs
+            .send_message_batch()
+            .queue_url(&p.dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("fill DLQ");
+    }
+    let body = r#"{"tracking_id":"SW-5","status":"IN_TRANSIT","timestamp":"2026-12-01T13:00:00Z"}"#;
+    common::send_batch(&p.sqs, &p.queue_url, &[body.into()]).await;
+    moved_by_sqs(&p, 151).await;
+
+    let swept = sweep(&p.ctx().await).await.expect("sweep");
+    assert_eq!(counts(&swept), (1, 0, 0, 150, 0), "{swept:?}");
+    assert_eq!(p.items_of("SW-5").await.len(), 1);
+    assert_eq!(p.dlq_depth().await, (150, 0), "every lease handed back");
 }
