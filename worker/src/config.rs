@@ -76,21 +76,11 @@ impl Config {
     pub fn from_env() -> Result<Self, SettingsError> {
         let settings = WorkerSettings::from_lookup(|k| std::env::var(k).ok())?;
         let mut config = Self::new(settings);
-        if let Ok(raw) = std::env::var(DRAIN_SECONDS_ENV) {
-            let secs: u64 = raw.trim().parse().map_err(|_| SettingsError::Invalid {
-                var: DRAIN_SECONDS_ENV,
-                value: raw.clone(),
-                reason: "not a whole number".into(),
-            })?;
-            config.drain = Duration::from_secs(secs);
+        if let Some(drain) = seconds_var(DRAIN_SECONDS_ENV)? {
+            config.drain = drain;
         }
-        if let Ok(raw) = std::env::var(DLQ_SWEEP_SECONDS_ENV) {
-            let secs: u64 = raw.trim().parse().map_err(|_| SettingsError::Invalid {
-                var: DLQ_SWEEP_SECONDS_ENV,
-                value: raw.clone(),
-                reason: "not a whole number".into(),
-            })?;
-            config.dlq_sweep = Duration::from_secs(secs);
+        if let Some(every) = seconds_var(DLQ_SWEEP_SECONDS_ENV)? {
+            config.dlq_sweep = every;
         }
         if let Ok(raw) = std::env::var(WRITE_MODE_ENV) {
             config.write_mode = match raw.trim() {
@@ -120,6 +110,19 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// A whole number of seconds from the variable `var`, if it is set.
+fn seconds_var(var: &'static str) -> Result<Option<Duration>, SettingsError> {
+    let Ok(raw) = std::env::var(var) else {
+        return Ok(None);
+    };
+    let secs: u64 = raw.trim().parse().map_err(|_| SettingsError::Invalid {
+        var,
+        value: raw.clone(),
+        reason: "not a whole number".into(),
+    })?;
+    Ok(Some(Duration::from_secs(secs)))
 }
 
 fn replica_name() -> String {
