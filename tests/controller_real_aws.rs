@@ -1,6 +1,7 @@
 //! The controller in-process against the real API server, with its AWS calls going through
 //! the fault layer so it meets what real AWS does and moto does not: a refused call during
-//! deletion, a refused alert topic, an e-mail nobody confirms, a table whose tags lag behind.
+//! deletion, a refused alert topic, an e-mail nobody confirms, a table whose tags lag behind,
+//! a table quota reached on create.
 
 mod controller_support;
 
@@ -181,6 +182,33 @@ async fn a_new_table_whose_tags_lag_becomes_ready_without_a_conflict() {
             .iter()
             .any(|(_, note)| note.contains("ContinuousBackupsUnavailableException")),
         "backups not available yet is not a failure: {events:?}"
+    );
+}
+
+/// AWS allows only so many tables being created at once; past that `CreateTable` answers
+/// `LimitExceededException`. Eight answers outlast the SDK's four attempts twice, so the
+/// pass itself fails and waits: the condition says so, a Normal Event says so, no Warning.
+#[tokio::test]
+async fn a_table_quota_on_create_is_waited_on_not_warned_about() {
+    let kube = testenv::kube();
+    let ns = kube.namespace("real-quota").await;
+    let aws = proxy();
+    aws.add_rule(Rule::error("dynamodb", "CreateTable", "LimitExceededException").times(8));
+    let _operator = Operator::start(&aws.endpoint(), &ns, RESYNC).await;
+    let api = pipelines(&ns).await;
+    create(&api, "queued", json!({})).await;
+    let p = wait_ready(&api, "queued").await;
+    let client = kube.client().await;
+    let events = event_reasons(&client, &p).await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, note)| r == "WaitingOnAws" && note.contains("LimitExceededException")),
+        "the wait is announced: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|(r, _)| r == "AwsError"),
+        "a quota is not an error: {events:?}"
     );
 }
 

@@ -128,6 +128,15 @@ impl Error {
         )
     }
 
+    /// AWS asked us to wait: a request quota, DynamoDB's limit on tables being created at
+    /// once (`LimitExceededException`), a change still applying, a queue name not free yet.
+    /// Nothing is wrong with the pipeline; the pass is tried again after a backoff, and no
+    /// Warning is raised, since at 1,000 pipelines some are always waiting on a quota.
+    pub fn asks_to_wait(&self) -> bool {
+        self.aws_code()
+            .is_some_and(|c| THROTTLING_CODES.contains(&c))
+    }
+
     /// AWS refused in a way no retry fixes (see [`TERMINAL_CODES`]).
     pub fn is_terminal(&self) -> bool {
         self.aws_code().is_some_and(|c| TERMINAL_CODES.contains(&c))

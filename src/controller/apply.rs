@@ -136,14 +136,18 @@ pub async fn apply(pipeline: Arc<TrackingPipeline>, ctx: &Context) -> Result<Act
             Err(err) => {
                 let (reason, message) =
                     outcome::part_failed(&mut status.current, &stamp(), part, &err);
-                ctx.publish(
-                    &pipeline,
-                    EventType::Warning,
-                    reason,
-                    part.as_str(),
-                    &message,
-                )
-                .await;
+                // A wait is announced once, by the condition's transition in `finish`; a
+                // Warning on every throttled pass of 1,000 pipelines would bury real ones.
+                if !err.asks_to_wait() {
+                    ctx.publish(
+                        &pipeline,
+                        EventType::Warning,
+                        reason,
+                        part.as_str(),
+                        &message,
+                    )
+                    .await;
+                }
                 status.flush().await?;
                 failed.push(part);
                 failure = failure.or(Some(err));

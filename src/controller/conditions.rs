@@ -104,10 +104,12 @@ pub fn set_or_remove(
 
 /// Whether a condition's change deserves a Warning Event: it turned False, for a reason that
 /// is not a normal step. Worker Pods starting within their grace period are a normal step of
-/// every creation, rollout and scale from zero; a Warning for each taught people to ignore
-/// the Warnings that matter.
+/// every creation, rollout and scale from zero, and so is waiting on an AWS quota at scale; a
+/// Warning for each taught people to ignore the Warnings that matter.
 pub fn warns(changed: &Condition) -> bool {
-    changed.status == FALSE && changed.reason != crate::k8s::WORKER_STARTING
+    changed.status == FALSE
+        && changed.reason != crate::k8s::WORKER_STARTING
+        && changed.reason != super::outcome::WAITING_ON_AWS
 }
 
 /// Conditions whose status differs from before (new ones included), for Events.
@@ -147,6 +149,13 @@ mod tests {
             &at(10),
         );
         assert!(!warns(&cs[0]), "worker Pods starting are not a warning");
+        set(
+            &mut cs,
+            &wanted(FALSE, crate::controller::outcome::WAITING_ON_AWS),
+            Some(1),
+            &at(10),
+        );
+        assert!(!warns(&cs[0]), "waiting on an AWS quota is not a warning");
         set(&mut cs, &wanted(TRUE, "Ready"), Some(1), &at(10));
         assert!(!warns(&cs[0]));
     }

@@ -321,13 +321,23 @@ async fn reconcile(pipeline: Arc<TrackingPipeline>, ctx: Arc<Context>) -> Result
 
 fn error_policy(pipeline: Arc<TrackingPipeline>, err: &Error, ctx: Arc<Context>) -> Action {
     let retry = ctx.next_retry(&pipeline);
-    warn!(
-        namespace = %pipeline.namespace().unwrap_or_default(),
-        pipeline = %pipeline.name_any(),
-        error = %err,
-        retry_in_ms = retry.as_millis() as u64,
-        "reconcile failed"
-    );
+    if err.asks_to_wait() {
+        info!(
+            namespace = %pipeline.namespace().unwrap_or_default(),
+            pipeline = %pipeline.name_any(),
+            reason = %err,
+            retry_in_ms = retry.as_millis() as u64,
+            "waiting on AWS"
+        );
+    } else {
+        warn!(
+            namespace = %pipeline.namespace().unwrap_or_default(),
+            pipeline = %pipeline.name_any(),
+            error = %err,
+            retry_in_ms = retry.as_millis() as u64,
+            "reconcile failed"
+        );
+    }
     Action::requeue(retry)
 }
 

@@ -140,6 +140,10 @@ pub fn blocks_ready(part: Part, readiness: &Readiness, alerts: &AlertsSpec) -> b
 /// The reason the Alerts part reports while the e-mail subscription is unconfirmed.
 pub const PENDING_CONFIRMATION: &str = "PendingConfirmation";
 
+/// The reason a part reports while AWS asks us to wait (a quota, a change still applying):
+/// a normal step at scale, announced by a Normal Event, never a Warning.
+pub const WAITING_ON_AWS: &str = "WaitingOnAws";
+
 /// Someone else's resource holds our name (in AWS or in the cluster): a human must act.
 pub fn is_conflict(err: &Error) -> bool {
     err.is_conflict()
@@ -158,6 +162,7 @@ pub fn failure_reason(err: &Error) -> (&'static str, String) {
         return ("Conflict", err.to_string());
     }
     match err.aws_code() {
+        Some(code) if err.asks_to_wait() => (WAITING_ON_AWS, format!("{code}: {err}")),
         Some(code) => ("AwsError", format!("{code}: {err}")),
         None if err.is_retryable() => ("AwsUnreachable", err.to_string()),
         None => ("Error", err.to_string()),
@@ -360,8 +365,28 @@ mod tests {
             retryable: true,
         };
         let (reason, message) = part_failed(&mut status, &s, Part::Queues, &throttled);
-        assert_eq!(reason, "AwsError");
+        assert_eq!(reason, WAITING_ON_AWS, "a quota is waited on, not an error");
         assert!(message.starts_with("ThrottlingException"), "{message}");
+        assert_eq!(
+            state(&status, condition::QUEUES_READY),
+            ("False".into(), WAITING_ON_AWS.into())
+        );
+        assert_eq!(
+            state(&status, condition::RECONCILING),
+            ("True".into(), "Retrying".into())
+        );
+
+        let failing = Error::Aws {
+            service: "SQS",
+            operation: "CreateQueue",
+            code: Some("InternalError".into()),
+            message: "try again".into(),
+            status: Some(500),
+            retryable: true,
+        };
+        let (reason, message) = part_failed(&mut status, &s, Part::Queues, &failing);
+        assert_eq!(reason, "AwsError");
+        assert!(message.starts_with("InternalError"), "{message}");
         assert_eq!(
             state(&status, condition::QUEUES_READY),
             ("False".into(), "AwsError".into())
